@@ -1,0 +1,56 @@
+"""NeurOp-Diff: the neural-operator prior conditioning an SR3 diffusion UNet.
+
+All arrays are NHWC in the [-1, 1] image scale. The prior is its own call (``prior``) so that a
+sampler computes it once per image and then calls ``denoise`` at every step.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from neurop_jax.models.operator import NeuralOperator
+from neurop_jax.models.unet import UNet
+
+
+class NeurOpDiff(nn.Module):
+  """Parameters ``{'operator': ..., 'unet': ...}``; stage 1 trains the first, stage 2 the second."""
+
+  operator: NeuralOperator
+  unet: UNet
+
+  def prior(self, lr: jnp.ndarray, coord: jnp.ndarray, cell: jnp.ndarray) -> jnp.ndarray:
+    """The operator's image ``(B, H, W, 3)`` from ``lr`` ``(B, h, w, 3)``, ``coord``, ``cell``."""
+    return self.operator(lr, coord, cell)
+
+  def denoise(self, x_t: jnp.ndarray, noise_level: jnp.ndarray, prior: jnp.ndarray,
+              train: bool = False) -> jnp.ndarray:
+    """Predicted noise ``(B, H, W, 3)`` for ``x_t`` at ``noise_level`` ``(B,)`` given the prior."""
+    return self.unet(jnp.concatenate([x_t, prior], axis=-1), noise_level, train)
+
+  def __call__(self, x_t: jnp.ndarray, noise_level: jnp.ndarray, lr: jnp.ndarray,
+               coord: jnp.ndarray, cell: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    return self.denoise(x_t, noise_level, self.prior(lr, coord, cell), train)
+
+
+def make_operator(cfg: ml_collections.ConfigDict, dtype: jnp.dtype = jnp.float32) -> NeuralOperator:
+  """The neural operator described by ``cfg.operator`` (see ``model_config``)."""
+  o = cfg.operator
+  return NeuralOperator(encoder=o.encoder, encoder_blocks=o.encoder_blocks,
+                        encoder_features=o.encoder_features, width=o.width, heads=o.heads,
+                        blocks=o.blocks, head_hidden=o.head_hidden, dtype=dtype)
+
+
+def make_unet(cfg: ml_collections.ConfigDict, dtype: jnp.dtype = jnp.float32) -> UNet:
+  """The UNet described by ``cfg.unet`` (see ``model_config``)."""
+  u = cfg.unet
+  return UNet(inner_channel=u.inner_channel, channel_mults=tuple(u.channel_mults),
+              res_blocks=u.res_blocks, attn_res=tuple(u.attn_res), norm_groups=u.norm_groups,
+              dropout=u.dropout, image_size=u.image_size, pad_mode=u.pad_mode, dtype=dtype)
+
+
+def make_model(cfg: ml_collections.ConfigDict) -> NeurOpDiff:
+  """NeurOp-Diff from a model config; ``cfg.dtype`` ('float32' or 'bfloat16') is the compute dtype."""
+  dtype = jnp.dtype(cfg.dtype)
+  return NeurOpDiff(operator=make_operator(cfg, dtype), unet=make_unet(cfg, dtype))

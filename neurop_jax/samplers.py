@@ -1,0 +1,300 @@
+"""Reverse-diffusion samplers, each one compiled program: a single ``jax.lax.scan`` over the steps.
+
+Every sampler takes a noise predictor ``eps_fn(x_t, noise_level) -> eps`` with ``x_t`` of shape
+``(B, H, W, C)`` in the [-1, 1] image scale and ``noise_level`` ``(B,)`` float32 = sqrt(alpha_bar),
+the SR3 continuous noise level (never a step index). The caller closes ``eps_fn`` over the network
+parameters and the prior, which is computed once, outside the loop::
+
+  prior = model.apply(params, lr, coord, cell, method=model.prior)
+  eps_fn = lambda x, g: model.apply(params, x, g, prior, method=model.denoise)
+  x0 = sample(eps_fn, x_T, rng, schedule=schedule, sampler="ddim", steps=50)
+
+A sampler walks a timestep sequence ``seq`` (increasing, e.g. range(0, T, T // S)) from its last
+element to its first: step ``k`` goes from ``i = seq[-1-k]`` to ``j``, the element before it (-1
+before 0, where alpha_bar = 1), so the last step lands on the clean image. alpha_bar[-1] = 1 is
+handled by indexing ``concat([1], alpha_bar)`` at ``t + 1``, as the original's ``compute_alpha``.
+Randomness is ``jax.random.fold_in(rng, k)`` at step ``k``. ``steps``, ``skip``, ``sampler``,
+``timesteps`` and ``return_trajectory`` are static; everything works under jit and vmap.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from neurop_jax.diffusion import Schedule
+
+EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+class Trajectory(NamedTuple):
+  """The states visited by a sampler of S steps (unclipped).
+
+  Attributes:
+    xs: ``(S+1, B, H, W, C)``: x_T, then the state after each step (the last is the sample).
+    x0_preds: ``(S, B, H, W, C)``: the network's estimate of the clean image at each step.
+  """
+
+  xs: jax.Array
+  x0_preds: jax.Array
+
+
+def _uniform_sequence(schedule: Schedule, steps: int) -> np.ndarray:
+  num_timesteps = schedule.num_timesteps
+  return np.arange(0, num_timesteps, num_timesteps // steps)
+
+
+def _quad_sequence(schedule: Schedule, steps: int) -> np.ndarray:
+  return (np.linspace(0, np.sqrt(schedule.num_timesteps * 0.8), steps) ** 2).astype(np.int64)
+
+
+def _logsnr_sequence(schedule: Schedule, steps: int) -> np.ndarray:
+  alpha_bar = np.asarray(schedule.alphas_cumprod, np.float64)
+  log_snr = np.log(alpha_bar) - np.log1p(-alpha_bar)
+  top = schedule.num_timesteps - schedule.num_timesteps // steps
+  targets = np.linspace(log_snr[top], log_snr[0], steps)
+  return np.unique(np.abs(log_snr[None, :] - targets[:, None]).argmin(axis=1))
+
+
+SKIPS: dict[str, Callable[[Schedule, int], np.ndarray]] = {
+    "uniform": _uniform_sequence,
+    "quad": _quad_sequence,
+    "logsnr": _logsnr_sequence,
+}
+
+
+def timestep_sequence(schedule: Schedule, steps: int, skip: str = "uniform") -> tuple[int, ...]:
+  """A timestep sequence, increasing: ints in [0, T).
+
+  'uniform' (the original): range(0, T, T // steps); 50 of 2000 gives 0, 40, ..., 1960, and there
+  are more than ``steps`` elements when ``steps`` does not divide T. 'quad' (the original's other
+  choice): int(linspace(0, sqrt(0.8 T), steps)**2), which may repeat 0 (a step that leaves x
+  unchanged). 'logsnr': the discrete steps nearest to ``steps`` values of log(alpha_bar / (1 -
+  alpha_bar)) evenly spaced from step T - T // steps down to step 0, repeats merged; the spacing
+  DPM-Solver++ wants (with 'uniform' its steps into t = 0 are badly unbalanced). 'logsnr' reads
+  the schedule's values: under jit, close over the schedule or pass ``timesteps`` explicitly.
+  """
+  if skip not in SKIPS:
+    raise ValueError(f"unknown skip {skip!r}: choose one of {tuple(SKIPS)}")
+  if not 1 <= steps <= schedule.num_timesteps:
+    raise ValueError(f"steps must be in [1, {schedule.num_timesteps}], got {steps}")
+  return tuple(int(t) for t in SKIPS[skip](schedule, steps))
+
+
+def timestep_pairs(timesteps: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+  """The visiting order of a sequence: ``(t, t_next)``, each ``(S,)`` int64, t_next = -1 last."""
+  seq = np.asarray(timesteps, dtype=np.int64)
+  seq_next = np.concatenate([[-1], seq[:-1]])
+  return seq[::-1].copy(), seq_next[::-1].copy()
+
+
+def alpha_bar_at(schedule: Schedule, t: np.ndarray) -> jax.Array:
+  """alpha_bar at the steps ``t`` (ints in [-1, T)), alpha_bar[-1] = 1: float32, ``t``'s shape."""
+  return jnp.concatenate([jnp.ones((1,), jnp.float32), schedule.alphas_cumprod])[np.asarray(t) + 1]
+
+
+def noise_level_at(schedule: Schedule, t: np.ndarray) -> jax.Array:
+  """The noise level sqrt(alpha_bar[t]) = g_prev[t + 1] the network sees: float32, ``t``'s shape."""
+  return schedule.sqrt_alphas_cumprod_prev[np.asarray(t) + 1]
+
+
+def ddim_step(x: jax.Array, eps: jax.Array, a_i: jax.Array, a_j: jax.Array, eta: jax.Array | float,
+              z: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """One DDIM ("generalized") step from alpha_bar ``a_i`` to the less noisy ``a_j``.
+
+  x0 = (x - sqrt(1 - a_i) eps) / sqrt(a_i) (not clipped);
+  c1 = eta sqrt((1 - a_i/a_j)(1 - a_j)/(1 - a_i)); c2 = sqrt(1 - a_j - c1^2) (the root's argument
+  floored at 0 against rounding);
+  x_next = sqrt(a_j) x0 + c1 z + c2 eps.
+
+  Args:
+    x: ``(B, H, W, C)`` the current state.
+    eps: ``(B, H, W, C)`` the predicted noise at ``x``.
+    a_i, a_j: scalars, alpha_bar of the current and next step (``a_j`` = 1 for the last step).
+    eta: 0 = deterministic DDIM, 1 = the ancestral (DDPM posterior) variance.
+    z: ``(B, H, W, C)`` standard normal noise, used when eta > 0.
+
+  Returns:
+    ``(x_next, x0)``, both ``(B, H, W, C)``.
+  """
+  x0 = (x - eps * jnp.sqrt(1 - a_i)) / jnp.sqrt(a_i)
+  c1 = eta * jnp.sqrt((1 - a_i / a_j) * (1 - a_j) / (1 - a_i))
+  c2 = jnp.sqrt(jnp.maximum(1 - a_j - c1**2, 0))
+  return jnp.sqrt(a_j) * x0 + c1 * z + c2 * eps, x0
+
+
+def ddpm_step(x: jax.Array, eps: jax.Array, a_i: jax.Array, a_j: jax.Array,
+              z: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """One ancestral step: a draw from the posterior q(x_j | x_i, x0) at the predicted x0.
+
+  For a pair of steps (i, j) with j < i, possibly several discrete steps apart, the effective
+  beta = 1 - a_i/a_j; the posterior mean is
+  sqrt(a_j) beta / (1 - a_i) x0 + sqrt(1 - beta) (1 - a_j) / (1 - a_i) x_i, and its variance
+  beta (1 - a_j) / (1 - a_i), which is 0 on the last step (a_j = 1). Shapes as ``ddim_step``.
+
+  Returns:
+    ``(x_next, x0)``, both ``(B, H, W, C)``.
+  """
+  x0 = (x - eps * jnp.sqrt(1 - a_i)) / jnp.sqrt(a_i)
+  beta = 1 - a_i / a_j
+  mean = (jnp.sqrt(a_j) * beta / (1 - a_i)) * x0 + (jnp.sqrt(1 - beta) * (1 - a_j) / (1 - a_i)) * x
+  return mean + jnp.sqrt(beta * (1 - a_j) / (1 - a_i)) * z, x0
+
+
+def _batch_level(x: jax.Array, g: jax.Array) -> jax.Array:
+  return jnp.full((x.shape[0],), g, jnp.float32)
+
+
+def _finish(x: jax.Array, x_T: jax.Array, outputs: tuple[jax.Array, jax.Array] | None,
+            return_trajectory: bool) -> jax.Array | tuple[jax.Array, Trajectory]:
+  final = jnp.clip(x, -1, 1)
+  if not return_trajectory:
+    return final
+  xs, x0_preds = outputs
+  return final, Trajectory(jnp.concatenate([x_T[None], xs]), x0_preds)
+
+
+def _ancestral_scan(step: Callable[[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array],
+                                   tuple[jax.Array, jax.Array]],
+                    eps_fn: EpsFn, x_T: jax.Array, rng: jax.Array, schedule: Schedule,
+                    timesteps: Sequence[int],
+                    return_trajectory: bool) -> jax.Array | tuple[jax.Array, Trajectory]:
+  """Scan ``step(x, eps, a_i, a_j, z) -> (x_next, x0)`` over the pairs of ``timesteps``."""
+  t, t_next = timestep_pairs(timesteps)
+  per_step = (jnp.arange(len(t)), noise_level_at(schedule, t), alpha_bar_at(schedule, t),
+              alpha_bar_at(schedule, t_next))
+
+  def body(x, inputs):
+    k, g, a_i, a_j = inputs
+    z = jax.random.normal(jax.random.fold_in(rng, k), x.shape, x.dtype)
+    x_next, x0 = step(x, eps_fn(x, _batch_level(x, g)), a_i, a_j, z)
+    return x_next, (x_next, x0) if return_trajectory else None
+
+  x, outputs = jax.lax.scan(body, x_T, per_step)
+  return _finish(x, x_T, outputs, return_trajectory)
+
+
+def ddim_sample(eps_fn: EpsFn, x_T: jax.Array, rng: jax.Array, schedule: Schedule,
+                timesteps: Sequence[int], eta: jax.Array | float = 0.0,
+                return_trajectory: bool = False) -> jax.Array | tuple[jax.Array, Trajectory]:
+  """DDIM ("generalized steps", the original's sampler) over ``timesteps``.
+
+  Args:
+    eps_fn: the noise predictor, ``(x (B, H, W, C), g (B,)) -> eps (B, H, W, C)``.
+    x_T: ``(B, H, W, C)`` standard normal start noise.
+    rng: a PRNG key, used when eta > 0.
+    schedule: the variance schedule.
+    timesteps: the increasing timestep sequence (static), e.g. ``timestep_sequence(schedule, 50)``.
+    eta: 0 = deterministic (the paper), 1 = ancestral variance.
+    return_trajectory: also return the ``Trajectory`` (static).
+
+  Returns:
+    ``(B, H, W, C)`` the sample clipped to [-1, 1], and the trajectory if asked.
+  """
+  step = lambda x, eps, a_i, a_j, z: ddim_step(x, eps, a_i, a_j, eta, z)
+  return _ancestral_scan(step, eps_fn, x_T, rng, schedule, timesteps, return_trajectory)
+
+
+def ddpm_sample(eps_fn: EpsFn, x_T: jax.Array, rng: jax.Array, schedule: Schedule,
+                timesteps: Sequence[int],
+                return_trajectory: bool = False) -> jax.Array | tuple[jax.Array, Trajectory]:
+  """Ancestral sampling (DDPM) over ``timesteps``: all T steps (range(T)) or a subsequence.
+
+  Each step draws from the posterior of the (possibly skipped) pair, see ``ddpm_step``; the
+  network sees the continuous noise level sqrt(alpha_bar[t]). Arguments and result as
+  ``ddim_sample``.
+  """
+  return _ancestral_scan(ddpm_step, eps_fn, x_T, rng, schedule, timesteps, return_trajectory)
+
+
+def _dpm_solver_pp_coefficients(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Per-step coefficients of DPM-Solver++(2M) for alpha_bar ``a`` ``(S+1,)`` from noisy to clean.
+
+  With alpha = sqrt(a), sigma = sqrt(1 - a), lambda = log(alpha / sigma) and h_k = lambda_{k+1} -
+  lambda_k, step k is x_{k+1} = ratio_k x_k + gain_k (x0_k + w_k (x0_k - x0_{k-1})) with
+  ratio = sigma_{k+1} / sigma_k, gain = alpha_{k+1} (1 - e^{-h_k}) and w_k = h_k / (2 h_{k-1});
+  w = 0 on the first step (no history) and on the last (to sigma = 0, lambda = inf: first order).
+  """
+  lam = 0.5 * (jnp.log(a) - jnp.log1p(-a))
+  h = lam[1:] - lam[:-1]
+  ratio = jnp.sqrt(1 - a[1:]) / jnp.sqrt(1 - a[:-1])
+  gain = -jnp.sqrt(a[1:]) * jnp.expm1(-h)
+  second_order = np.zeros(h.shape[0], bool)
+  second_order[1:-1] = True
+  w = jnp.where(second_order, 0.5 * h / jnp.concatenate([h[:1], h[:-1]]), 0.0)
+  return ratio, gain, w
+
+
+def dpm_solver_pp_sample(eps_fn: EpsFn, x_T: jax.Array, rng: jax.Array, schedule: Schedule,
+                         timesteps: Sequence[int], return_trajectory: bool = False
+                         ) -> jax.Array | tuple[jax.Array, Trajectory]:
+  """DPM-Solver++(2M) (Lu et al. 2022): multistep second order, data prediction, VP.
+
+  Solves the probability-flow ODE from the last of ``timesteps`` down to the clean image using the
+  discrete alpha_bar of the schedule at those steps (the noise levels the network was trained on);
+  repeated timesteps are merged. x0 is predicted as in DDIM (not clipped); the first step and the
+  last (to alpha_bar = 1) are first order, where the update equals DDIM's. Deterministic: ``rng``
+  is not used. Arguments and result as ``ddim_sample``.
+  """
+  del rng
+  seq = np.unique(np.asarray(timesteps, dtype=np.int64))
+  t, _ = timestep_pairs(seq)
+  a = alpha_bar_at(schedule, np.concatenate([t, [-1]]))
+  ratio, gain, w = _dpm_solver_pp_coefficients(a)
+  per_step = (noise_level_at(schedule, t), a[:-1], ratio, gain, w)
+
+  def body(carry, inputs):
+    x, x0_prev = carry
+    g, a_i, ratio_k, gain_k, w_k = inputs
+    eps = eps_fn(x, _batch_level(x, g))
+    x0 = (x - eps * jnp.sqrt(1 - a_i)) / jnp.sqrt(a_i)
+    x_next = ratio_k * x + gain_k * (x0 + w_k * (x0 - x0_prev))
+    return (x_next, x0), (x_next, x0) if return_trajectory else None
+
+  (x, _), outputs = jax.lax.scan(body, (x_T, jnp.zeros_like(x_T)), per_step)
+  return _finish(x, x_T, outputs, return_trajectory)
+
+
+SAMPLERS: dict[str, Callable[..., jax.Array | tuple[jax.Array, Trajectory]]] = {
+    "ddim": ddim_sample,
+    "ddpm": ddpm_sample,
+    "dpm_solver_pp": dpm_solver_pp_sample,
+}
+
+
+def sample(eps_fn: EpsFn, x_T: jax.Array, rng: jax.Array, *, schedule: Schedule,
+           sampler: str = "ddim", steps: int = 50, eta: jax.Array | float = 0.0,
+           skip: str = "uniform", timesteps: Sequence[int] | None = None,
+           return_trajectory: bool = False) -> jax.Array | tuple[jax.Array, Trajectory]:
+  """Sample by name: 'ddim' (the original), 'ddpm' (ancestral) or 'dpm_solver_pp' (2M).
+
+  Args:
+    eps_fn: the noise predictor, ``(x (B, H, W, C), g (B,)) -> eps (B, H, W, C)``, closed over
+      the parameters and the prior.
+    x_T: ``(B, H, W, C)`` standard normal start noise.
+    rng: a PRNG key (for the stochastic samplers).
+    schedule: the variance schedule.
+    sampler: the sampler's name (static).
+    steps: the number of timesteps S (static); ``steps = T`` with 'ddpm' is the full chain.
+    eta: DDIM stochasticity; 'ddim' only (a nonzero Python number with another sampler is an
+      error).
+    skip: the spacing of the timesteps, 'uniform', 'quad' or 'logsnr' (static; see
+      ``timestep_sequence``; 'logsnr' is the one for 'dpm_solver_pp').
+    timesteps: an explicit increasing sequence (static), overriding ``steps`` and ``skip``.
+    return_trajectory: also return the ``Trajectory`` (static).
+
+  Returns:
+    ``(B, H, W, C)`` the sample in [-1, 1], and the trajectory if asked.
+  """
+  if sampler not in SAMPLERS:
+    raise ValueError(f"unknown sampler {sampler!r}: choose one of {tuple(SAMPLERS)}")
+  if sampler != "ddim" and isinstance(eta, (int, float)) and eta != 0:
+    raise ValueError(f"eta applies to 'ddim' only, got eta={eta} with {sampler!r}")
+  if timesteps is None:
+    timesteps = timestep_sequence(schedule, steps, skip)
+  options = {"eta": eta} if sampler == "ddim" else {}
+  return SAMPLERS[sampler](eps_fn, x_T, rng, schedule, timesteps,
+                           return_trajectory=return_trajectory, **options)

@@ -1,0 +1,66 @@
+"""Shared test helpers: the parity fixtures of the original PyTorch model.
+
+``micro`` is copied into tests/fixtures so a fresh clone has it; ``tiny`` (the paper's exact
+operator, 25 MB) is read from ../shared/fixtures beside the checkout, which CI provides.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from neurop_jax.convert import convert_operator, convert_unet, read_state_dict
+from neurop_jax.models import model_config
+
+ROOT = pathlib.Path(__file__).resolve().parent
+FIXTURE_DIRS = {
+    "micro": ROOT / "fixtures" / "micro",
+    "tiny": ROOT.parent.parent / "shared" / "fixtures" / "tiny",
+}
+
+
+class Fixture:
+  """One fixture folder: the reference arrays (NHWC) and converted parameters."""
+
+  def __init__(self, name: str):
+    self.name = name
+    self.dir = FIXTURE_DIRS[name]
+    self.cfg = model_config(name)
+    with np.load(self.dir / "io.npz") as io:
+      self.io = {k: io[k] for k in io.files}
+    self.operator_params = convert_operator(read_state_dict(self.dir / "srno_state.npz"), self.cfg)
+    self.unet_params = convert_unet(read_state_dict(self.dir / "unet_state.npz"), self.cfg)
+
+  def image(self, key: str) -> jnp.ndarray:
+    """An NCHW image array of io.npz as NHWC."""
+    a = self.io[key]
+    return jnp.asarray(np.moveaxis(a, -3, -1))
+
+  @property
+  def params(self) -> dict:
+    return {"params": {"operator": self.operator_params["params"],
+                       "unet": self.unet_params["params"]}}
+
+
+_CACHE: dict[str, Fixture] = {}
+
+
+def load_fixture(name: str) -> Fixture:
+  if not FIXTURE_DIRS[name].exists():
+    pytest.skip(f"{FIXTURE_DIRS[name]} is absent (the tiny fixture lives in ../shared)")
+  if name not in _CACHE:
+    _CACHE[name] = Fixture(name)
+  return _CACHE[name]
+
+
+@pytest.fixture(params=["micro", "tiny"], scope="session")
+def fixture(request) -> Fixture:
+  """Each parity fixture in turn; tiny is skipped only where ../shared is absent."""
+  return load_fixture(request.param)
+
+
+def max_abs_diff(a, b) -> float:
+  return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))

@@ -1,0 +1,80 @@
+"""Loading original checkpoints: npz and .pth structures, EMA, and one clear mismatch error."""
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURE_DIRS, max_abs_diff
+from neurop_jax.convert import (CheckpointMismatchError, convert_checkpoint, read_state_dict)
+from neurop_jax.models import model_config
+
+MICRO = FIXTURE_DIRS["micro"]
+
+
+def _states():
+  return read_state_dict(MICRO / "srno_state.npz"), read_state_dict(MICRO / "unet_state.npz")
+
+
+def test_srno_file_structure():
+  srno, _ = _states()
+  params = convert_checkpoint({"model": srno}, model_config("micro"))
+  assert set(params) == {"operator"}
+  kernel = params["operator"]["params"]["encoder_net"]["head"]["kernel"]
+  np.testing.assert_array_equal(kernel, srno["encoder.head.0.weight"].transpose(2, 3, 1, 0))
+
+
+def test_diffusion_file_uses_ema_shadow():
+  srno, unet = _states()
+  model_state = {**{"srno." + k: v for k, v in srno.items()},
+                 **{"Unet." + k: v for k, v in unet.items()}}
+  shadow = {"Unet.final_conv.block.3.bias": unet["final_conv.block.3.bias"] + 1.0}
+  params = convert_checkpoint([model_state, {}, 3, 100, shadow], model_config("micro"))
+  bias = params["unet"]["params"]["final_conv"]["conv"]["bias"]
+  np.testing.assert_allclose(bias, unet["final_conv.block.3.bias"] + 1.0)
+  qkv = params["unet"]["params"]["mid_0"]["attn"]["qkv"]["kernel"]
+  np.testing.assert_array_equal(qkv, unet["mid.0.attn.qkv.weight"][:, :, 0, 0].T)
+
+
+def test_every_problem_listed_in_one_error():
+  srno, _ = _states()
+  broken = dict(srno)
+  del broken["fc2.bias"]
+  broken["conv0.kln.weight"] = np.zeros((3, 1, 8), np.float32)
+  broken["extra.layer.weight"] = np.zeros(3, np.float32)
+  with pytest.raises(CheckpointMismatchError) as err:
+    convert_checkpoint(broken, model_config("micro"))
+  msg = str(err.value)
+  assert "missing (1): fc2.bias" in msg
+  assert "unexpected (1): extra.layer.weight" in msg
+  assert "mis-shaped (1): conv0.kln.weight (3, 1, 8)" in msg
+
+
+def test_wrong_config_is_a_mismatch():
+  srno, _ = _states()
+  with pytest.raises(CheckpointMismatchError, match="mis-shaped"):
+    convert_checkpoint(srno, model_config("paper"))
+
+
+def test_missing_file_is_named(tmp_path):
+  with pytest.raises(FileNotFoundError, match="nope.pth"):
+    read_state_dict(tmp_path / "nope.pth")
+
+
+def test_pth_round_trip(tmp_path):
+  torch = pytest.importorskip("torch")
+  srno, unet = _states()
+  model_state = {**{"srno." + k: torch.from_numpy(v) for k, v in srno.items()},
+                 **{"Unet." + k: torch.from_numpy(v) for k, v in unet.items()}}
+  path = tmp_path / "diffusion.pth"
+  torch.save([model_state, {"state": {}}, 10, 1000, {}], path)
+  params = convert_checkpoint(path, model_config("micro"))
+  ref = convert_checkpoint({**{"srno." + k: v for k, v in srno.items()},
+                            **{"Unet." + k: v for k, v in unet.items()}}, model_config("micro"))
+  assert max_abs_diff(params["unet"]["params"]["downs_0"]["kernel"],
+                      ref["unet"]["params"]["downs_0"]["kernel"]) == 0.0
+
+
+def test_import_needs_no_torch():
+  import subprocess, sys
+  code = "import sys, neurop_jax, neurop_jax.convert, neurop_jax.models; print('torch' in sys.modules)"
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == "False"
