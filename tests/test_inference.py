@@ -1,0 +1,204 @@
+"""The inference API: full-model DDIM parity with the original, shapes, validation, compilation."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import Fixture, load_fixture, max_abs_diff
+from neurop_jax import inference
+from neurop_jax.models import NeurOpDiff, make_model, make_operator, make_unet
+
+TRACES: list[tuple[int, ...]] = []
+
+
+class CountingModel(NeurOpDiff):
+  """NeurOpDiff that records each trace of ``prior`` (a Python side effect runs only when traced)."""
+
+  def prior(self, lr: jnp.ndarray, coord: jnp.ndarray, cell: jnp.ndarray) -> jnp.ndarray:
+    TRACES.append(lr.shape)
+    return super().prior(lr, coord, cell)
+
+
+def nhwc(a: np.ndarray) -> np.ndarray:
+  return np.moveaxis(a, -3, -1)
+
+
+def rel_err(actual: jax.Array, reference: np.ndarray) -> float:
+  return max_abs_diff(actual, reference) / float(np.max(np.abs(reference)))
+
+
+@functools.lru_cache(maxsize=None)
+def trajectory_fn(fx: Fixture):
+  """The fixture's 3-step DDIM with the full model, jitted: (params, prior, x_T, rng, eta)."""
+  model = make_model(fx.cfg)
+  return jax.jit(functools.partial(
+      inference.sample_given_prior, model, schedule=inference.default_schedule(),
+      timesteps=tuple(int(t) for t in fx.io["ddim_seq"]), return_trajectory=True))
+
+
+@functools.lru_cache(maxsize=None)
+def fixture_prior(fx: Fixture) -> jax.Array:
+  """The operator's prior of the fixture's lr, coord and cell: (1, H, W, 3) in [-1, 1] scale."""
+  model = make_model(fx.cfg)
+  return jax.jit(lambda p, lr, coord, cell: model.apply(p, lr, coord, cell, method=model.prior))(
+      fx.params, fx.image("lr"), fx.io["coord"], fx.io["cell"])
+
+
+@pytest.fixture(scope="module")
+def micro() -> Fixture:
+  return load_fixture("micro")
+
+
+@pytest.fixture(scope="module")
+def counting_model(micro) -> CountingModel:
+  return CountingModel(operator=make_operator(micro.cfg), unet=make_unet(micro.cfg))
+
+
+@pytest.fixture(scope="module")
+def lr01(micro) -> jax.Array:
+  """The fixture's 8x8 LR image in [0, 1]: (1, 8, 8, 3)."""
+  return (micro.image("lr") + 1) / 2
+
+
+@pytest.fixture(scope="module")
+def resolved(micro, counting_model, lr01) -> jax.Array:
+  """3-step DDIM super-resolution of ``lr01`` at scale 4 with rng key(0): (1, 32, 32, 3)."""
+  return inference.super_resolve(counting_model, micro.params, lr01, scale=4, rng=jax.random.key(0),
+                                 steps=3)
+
+
+def test_full_model_ddim_matches_original(fixture):
+  prior = fixture_prior(fixture)
+  final, traj = trajectory_fn(fixture)(fixture.params, prior, fixture.image("ddim_xT"),
+                                       jax.random.key(0), eta=jnp.float32(0))
+  err_xs = rel_err(traj.xs, nhwc(fixture.io["ddim_xs"]))
+  err_x0 = rel_err(traj.x0_preds, nhwc(fixture.io["ddim_x0_preds"]))
+  print(f"{fixture.name}: DDIM xs rel err {err_xs:.2e}, x0_preds rel err {err_x0:.2e}")
+  assert err_xs <= 1e-4 and err_x0 <= 1e-4
+  np.testing.assert_array_equal(final, jnp.clip(traj.xs[-1], -1, 1))
+
+
+def test_eta_zero_is_deterministic_given_x_T(micro):
+  run = functools.partial(trajectory_fn(micro), micro.params, fixture_prior(micro),
+                          micro.image("ddim_xT"))
+  a, _ = run(jax.random.key(1), eta=jnp.float32(0))
+  b, _ = run(jax.random.key(2), eta=jnp.float32(0))
+  c, _ = run(jax.random.key(2), eta=jnp.float32(1))
+  np.testing.assert_array_equal(a, b)
+  assert max_abs_diff(b, c) > 1e-3
+
+
+def test_super_resolve_returns_images_in_unit_range(resolved, micro, counting_model, lr01):
+  assert resolved.shape == (1, 32, 32, 3) and resolved.dtype == jnp.float32
+  assert 0 <= float(resolved.min()) and float(resolved.max()) <= 1
+  again = inference.super_resolve(counting_model, micro.params, lr01, scale=4,
+                                  rng=jax.random.key(0), steps=3)
+  np.testing.assert_array_equal(resolved, again)
+  other = inference.super_resolve(counting_model, micro.params, lr01, scale=4,
+                                  rng=jax.random.key(1), steps=3)
+  assert max_abs_diff(resolved, other) > 1e-3
+
+
+def test_factory_reuses_the_compiled_program(resolved, micro, counting_model, lr01):
+  resolver = inference.make_super_resolver(counting_model, lr_shape=(1, 8, 8, 3), scale=4, steps=3)
+  first = resolver(micro.params, lr01, jax.random.key(0))
+  traces = len(TRACES)
+  resolver(micro.params, lr01, jax.random.key(3))
+  scaled = jax.tree.map(lambda p: p * 1.01, micro.params)
+  resolver(scaled, lr01.astype(jnp.float16), jax.random.key(4))
+  same = inference.make_super_resolver(counting_model, lr_shape=(1, 8, 8, 3), out_shape=(32, 32),
+                                       steps=3)
+  raw_key = same(micro.params, lr01, jax.random.PRNGKey(0))
+  assert len(TRACES) == traces
+  np.testing.assert_array_equal(first, resolved)
+  np.testing.assert_array_equal(raw_key, resolved)
+  with pytest.raises(ValueError, match="made for"):
+    resolver(micro.params, jnp.zeros((2, 8, 8, 3)), jax.random.key(0))
+
+
+def test_super_resolve_inside_user_jit_and_vmap(resolved, micro, counting_model, lr01):
+  keys = jnp.stack([jax.random.key(0), jax.random.key(1)])
+  many = jax.jit(jax.vmap(lambda k: inference.super_resolve(
+      counting_model, micro.params, lr01, scale=4, rng=k, steps=3)))(keys)
+  assert many.shape == (2, 1, 32, 32, 3)
+  assert max_abs_diff(many[0], resolved) <= 1e-4
+  assert max_abs_diff(many[0], many[1]) > 1e-3
+
+
+def test_output_shapes_for_odd_sizes(micro):
+  model = make_model(micro.cfg)
+  lr = jax.random.uniform(jax.random.key(0), (1, 11, 13, 3))
+  out = inference.super_resolve(model, micro.params, lr, out_shape=(37, 53), rng=jax.random.key(0),
+                                steps=2)
+  assert out.shape == (1, 37, 53, 3) and bool(jnp.all(jnp.isfinite(out)))
+  shape = jax.eval_shape(
+      lambda x: inference.super_resolve(model, micro.params, x, scale=3.1, rng=jax.random.key(0)),
+      jax.ShapeDtypeStruct((2, 10, 10, 3), jnp.float32))
+  assert shape.shape == (2, 31, 31, 3) and shape.dtype == jnp.float32
+
+
+def test_prior_only_is_the_operator_clipped_to_unit_range(micro, lr01):
+  prior = inference.prior_only(make_model(micro.cfg), micro.params, lr01, scale=4)
+  reference = np.clip((nhwc(micro.io["srno_out"]) + 1) / 2, 0, 1)
+  assert prior.shape == (1, 32, 32, 3) and prior.dtype == jnp.float32
+  assert 0 <= float(prior.min()) and float(prior.max()) <= 1
+  assert max_abs_diff(prior, reference) <= 1e-4
+
+
+def test_bfloat16_model_returns_float32(micro, lr01):
+  cfg = micro.cfg.copy_and_resolve_references()
+  cfg.dtype = "bfloat16"
+  model = make_model(cfg)
+  prior = inference.prior_only(model, micro.params, lr01, out_shape=(20, 24))
+  assert prior.dtype == jnp.float32 and prior.shape == (1, 20, 24, 3)
+  shape = jax.eval_shape(
+      lambda x: inference.super_resolve(model, micro.params, x, scale=4, rng=jax.random.key(0)),
+      lr01)
+  assert shape.dtype == jnp.float32
+
+
+LR = np.full((1, 8, 8, 3), 0.5, np.float32)
+
+
+@pytest.mark.parametrize("lr, options, match", [
+    (LR[0], dict(scale=2), r"expected NHWC \(B, h, w, 3\).*lr\[None\]"),
+    (LR[None], dict(scale=2), r"expected NHWC"),
+    (LR[..., :1], dict(scale=2), r"expected 3 \(RGB\).*convert"),
+    (np.concatenate([LR, LR[..., :1]], -1), dict(scale=2), r"RGBA"),
+    ((LR * 255).astype(np.uint8), dict(scale=2), r"divide uint8 by 255"),
+    (LR * 255, dict(scale=2), r"must be in \[0, 1\]; divide uint8 by 255"),
+    (LR * 2 - 1.5, dict(scale=2), r"must be in \[0, 1\]"),
+    (LR, dict(scale=0), r"finite number > 0"),
+    (LR, dict(scale=-2), r"finite number > 0"),
+    (LR, dict(scale=float("inf")), r"finite number > 0"),
+    (LR, dict(scale=float("nan")), r"finite number > 0"),
+    (LR, dict(scale=0.5), r"upsamples; use scale >= 1"),
+    (LR, dict(out_shape=(16, 4)), r"smaller than the input"),
+    (LR, dict(), r"exactly one of scale"),
+    (LR, dict(scale=2, out_shape=(16, 16)), r"exactly one of scale"),
+    (LR, dict(scale=2, sampler="euler"), r"unknown sampler"),
+    (LR, dict(scale=2, sampler="dpm_solver_pp", eta=1.0), r"'ddim' only"),
+    (LR, dict(scale=2, skip="cosine"), r"unknown skip"),
+])
+def test_bad_inputs_raise_helpful_errors(micro, lr, options, match):
+  model = make_model(micro.cfg)
+  with pytest.raises(ValueError, match=match):
+    inference.super_resolve(model, micro.params, lr, rng=jax.random.key(0), **options)
+
+
+@pytest.mark.parametrize("lr_shape, options, match", [
+    ((8, 8, 3), dict(scale=2), r"lr\[None\]"),
+    ((1, 8, 8, 4), dict(scale=2), r"RGB"),
+    ((1, 8, 8, 3), dict(out_shape=(4, 4)), r"upsamples"),
+])
+def test_bad_factory_arguments_raise(micro, lr_shape, options, match):
+  with pytest.raises(ValueError, match=match):
+    inference.make_super_resolver(make_model(micro.cfg), lr_shape=lr_shape, **options)
+  with pytest.raises(ValueError, match=match):
+    inference.prior_only(make_model(micro.cfg), micro.params, np.zeros(lr_shape, np.float32),
+                         **options)
