@@ -130,6 +130,18 @@ def test_super_resolve_inside_user_jit_and_vmap(resolved, micro, counting_model,
   assert max_abs_diff(many[0], many[1]) > 1e-3
 
 
+@pytest.mark.parametrize("sampler", ["ddpm", "dpm_solver_pp"])
+def test_other_samplers_run_end_to_end(micro, lr01, sampler):
+  model = make_model(micro.cfg)
+  run = lambda seed: inference.super_resolve(model, micro.params, lr01, scale=4,
+                                             rng=jax.random.key(seed), sampler=sampler, steps=3)
+  first = run(0)
+  assert first.shape == (1, 32, 32, 3) and first.dtype == jnp.float32
+  assert 0 <= float(first.min()) and float(first.max()) <= 1
+  np.testing.assert_array_equal(first, run(0))
+  assert max_abs_diff(first, run(1)) > 1e-3
+
+
 def test_output_shapes_for_odd_sizes(micro):
   model = make_model(micro.cfg)
   lr = jax.random.uniform(jax.random.key(0), (1, 11, 13, 3))

@@ -125,6 +125,20 @@ def test_eta_zero_is_deterministic_and_eta_one_is_not():
   assert not np.allclose(run(x_T, jax.random.key(1), eta=1.0), run(x_T, jax.random.key(2), eta=1.0))
 
 
+@pytest.mark.parametrize("name", ["ddpm", "dpm_solver_pp"])
+def test_rng_use_of_the_other_samplers(name):
+  """DPM-Solver++ ignores the rng; DDPM follows it: the same key repeats, another one differs."""
+  x_T = jax.random.normal(jax.random.key(0), (1, 8, 8, 3))
+  run = jax.jit(partial(samplers.sample, toy_eps, schedule=SCHEDULE, sampler=name, steps=10))
+  first = run(x_T, jax.random.key(1))
+  np.testing.assert_array_equal(first, run(x_T, jax.random.key(1)))
+  other = run(x_T, jax.random.key(2))
+  if name == "ddpm":
+    assert not np.allclose(first, other)
+  else:
+    np.testing.assert_array_equal(first, other)
+
+
 def test_dpm_solver_first_order_steps_equal_ddim():
   """With two steps both are first order, where DPM-Solver++ is DDIM (eta = 0) exactly."""
   x_T = jax.random.normal(jax.random.key(0), (1, 8, 8, 3))
