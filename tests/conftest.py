@@ -1,11 +1,14 @@
-"""Shared test helpers: the parity fixtures of the original PyTorch model.
+"""Shared test helpers: the parity fixtures of the original PyTorch model, a trained workdir.
 
 ``micro`` is copied into tests/fixtures so a fresh clone has it; ``tiny`` (the paper's exact
 operator, 25 MB) is read from ../shared/fixtures beside the checkout, which CI provides.
+``trained_workdir`` trains ``configs/quickstart.py:test`` (both stages, 2 steps each) once per
+session for the tests that need checkpoints.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import pathlib
 
 import jax.numpy as jnp
@@ -16,6 +19,7 @@ from neurop_jax.convert import convert_operator, convert_unet, read_state_dict
 from neurop_jax.models import model_config
 
 ROOT = pathlib.Path(__file__).resolve().parent
+CONFIGS = ROOT.parent / "configs"
 FIXTURE_DIRS = {
     "micro": ROOT / "fixtures" / "micro",
     "tiny": ROOT.parent.parent / "shared" / "fixtures" / "tiny",
@@ -64,3 +68,24 @@ def fixture(request) -> Fixture:
 
 def max_abs_diff(a, b) -> float:
   return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+def load_config(name: str, arg: str | None = None):
+  """``get_config(arg)`` of ``configs/<name>.py``, unlocked (``--config configs/<name>.py:arg``)."""
+  spec = importlib.util.spec_from_file_location(f"configs_{name}", CONFIGS / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(tmp_path_factory) -> pathlib.Path:
+  """A workdir with both stages of ``configs/quickstart.py:test`` trained (a few minutes on CPU).
+
+  Shared by the session: copy it before writing into it.
+  """
+  from neurop_jax import train
+
+  workdir = tmp_path_factory.mktemp("quickstart_test")
+  train.train_and_evaluate(load_config("quickstart", "test"), workdir)
+  return workdir

@@ -1,0 +1,38 @@
+"""Both stages in minutes on a CPU: the small model on the bundled sample images.
+
+  python -m neurop_jax.main --config configs/quickstart.py --workdir runs/quickstart
+
+Trains the operator, then the diffusion UNet on its prior, and writes sample grids
+(LR-bicubic | prior | diffusion | HR) to ``runs/quickstart/<stage>/samples/``. The suffix ``:test``
+gives the micro model and 2 steps per stage (the tests); ``:operator`` / ``:diffusion`` run one
+stage.
+"""
+
+from neurop_jax.config_base import base_config, parse_arg
+
+
+def get_config(arg: str | None = None):
+  stage, variants = parse_arg(arg, ("test",))
+  test = "test" in variants
+  config = base_config("micro" if test else "small", stage)
+  config.data.source = "sample"
+  config.data.patch_size = 16
+  config.data.operator_batch_size = 2 if test else 16
+  config.data.crop_size = 32 if test else 64
+  config.data.diffusion_batch_size = 2 if test else 4
+  config.data.lr_buckets = 1 if test else 2
+  config.data.read_threads = 2
+
+  config.operator.update(num_steps=2 if test else 300, warmup_epochs=0, learning_rate=4e-4,
+                         warmup_multiplier=1.0, log_every=1 if test else 50,
+                         eval_every=2 if test else 150, checkpoint_every=2 if test else 150,
+                         val_images=1 if test else 6, sample_images=1 if test else 4)
+  config.diffusion.update(num_steps=2 if test else 200, learning_rates=(2e-4,),
+                          ema_decay=0.9 if test else 0.99, log_every=1 if test else 50,
+                          eval_every=2 if test else 200, checkpoint_every=2 if test else 200,
+                          val_images=1 if test else 3, sample_images=1 if test else 3,
+                          val_steps=2 if test else 10)
+  config.evaluate.update(scales=(2.5, 9.0) if test else (2.0, 3.1, 4.0, 5.8, 8.0, 10.0),
+                         num_images=2 if test else 6, sampler="dpm_solver_pp",
+                         steps=2 if test else 10, crop_images=2)
+  return config

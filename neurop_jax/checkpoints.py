@@ -1,0 +1,172 @@
+"""Orbax checkpoints of the two training stages, and the parameters they hold for inference.
+
+Layout of a workdir::
+
+  <workdir>/operator/checkpoints/<step>/{state, data, config, _CHECKPOINT_METADATA, metrics}
+  <workdir>/diffusion/checkpoints/<step>/{state, data, config, prior, ...}
+
+``state`` is the ``TrainState`` (params, EMA, Adam, step), ``data`` the grain iterator state (JSON per process),
+``config`` the run's config (JSON) and, in stage 2, ``prior`` the frozen operator parameters it
+trained with, so that a stage-2 checkpoint alone is a complete model. Each stage has one
+``CheckpointManager`` keeping the ``keep`` latest steps and the best by validation PSNR (``metrics``
+of a step are written with the checkpoint of a validation). Orbax writes a step to a temporary
+folder and renames it when complete, so a run killed at any point leaves only whole checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+BEST_METRIC = "psnr"
+
+
+def checkpoint_dir(workdir: str | os.PathLike, stage: str) -> Path:
+  """``<workdir>/<stage>/checkpoints``."""
+  return Path(workdir).absolute() / stage / "checkpoints"
+
+
+def stage_manager(directory: str | os.PathLike, keep: int = 2,
+                  read_only: bool = False) -> ocp.CheckpointManager:
+  """The manager of one stage: the ``keep`` latest steps and the best by metric ``psnr`` (max).
+
+  Saves are synchronous: the next training step donates the state's buffers.
+  """
+  best = lambda metrics: metrics[BEST_METRIC]
+  policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+      ocp.checkpoint_managers.LatestN(n=keep),
+      ocp.checkpoint_managers.BestN(get_metric_fn=best, n=1,
+                                    keep_checkpoints_without_metrics=False),
+  ])
+  options = ocp.CheckpointManagerOptions(
+      best_fn=best, best_mode="max", preservation_policy=policy, read_only=read_only,
+      create=not read_only, save_interval_steps=0 if read_only else 1,
+      enable_async_checkpointing=False)
+  return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any, iterator: grain.DatasetIterator,
+         config: ml_collections.ConfigDict, metrics: dict[str, float] | None = None,
+         prior: Any = None) -> None:
+  """Writes step ``step``: the train state, the data iterator's position, the config (and prior).
+
+  The iterator state is one JSON file per process (grain's Orbax handler).
+  """
+  items = dict(state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(iterator),
+               config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())))
+  if prior is not None:
+    items["prior"] = ocp.args.StandardSave(prior)
+  manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+
+
+def restore_training(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
+                     iterator: grain.DatasetIterator) -> Any:
+  """The train state of ``step``, shaped and sharded like ``abstract_state``.
+
+  ``iterator`` is moved to the position it had at that step (in place).
+  """
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state),
+      data=grain.checkpoint.CheckpointRestore(iterator)))
+  return restored["state"]
+
+
+def _numpy_restore(item_dir: Path) -> ocp.args.PyTreeRestore:
+  """Restores the pytree saved in ``item_dir`` as NumPy arrays, whatever devices saved it."""
+  tree = ocp.PyTreeCheckpointHandler().metadata(item_dir).tree
+  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+  return ocp.args.PyTreeRestore(restore_args=as_numpy)
+
+
+def _restore_items(manager: ocp.CheckpointManager, step: int, names: tuple[str, ...]) -> dict:
+  """Items of ``step`` as NumPy arrays (pytrees, as nested dicts) or JSON (config)."""
+  step_dir = Path(manager.directory) / str(step)
+  args = {name: ocp.args.JsonRestore() if name == "config" else _numpy_restore(step_dir / name)
+          for name in names}
+  restored = manager.restore(step, args=ocp.args.Composite(**args))
+  return {name: restored[name] for name in names}
+
+
+def _as_tuples(value: Any) -> Any:
+  if isinstance(value, dict):
+    return {k: _as_tuples(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(_as_tuples(v) for v in value)
+  return value
+
+
+def _model_config(saved_config: dict) -> ml_collections.ConfigDict:
+  """The ``model`` part of a saved config, its JSON lists back to tuples (as ``model_config``)."""
+  return ml_collections.ConfigDict(_as_tuples(saved_config["model"]))
+
+
+def restore_prior(manager: ocp.CheckpointManager, step: int) -> Any:
+  """The frozen operator parameters saved with stage-2 step ``step`` (NumPy)."""
+  return _restore_items(manager, step, ("prior",))["prior"]
+
+
+def chosen_step(manager: ocp.CheckpointManager, which: str = "best") -> int | None:
+  """The 'best' step by validation PSNR (the latest when none has metrics) or the 'latest'."""
+  if which not in ("best", "latest"):
+    raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
+  best = manager.best_step() if which == "best" else None
+  return manager.latest_step() if best is None else best
+
+
+def _missing(workdir: str | os.PathLike, what: str) -> FileNotFoundError:
+  return FileNotFoundError(
+      f"no {what} checkpoint under {Path(workdir).absolute()}: train one with\n"
+      f"  python -m neurop_jax.main --config configs/<dataset>.py --workdir {workdir}")
+
+
+def restore_operator(workdir: str | os.PathLike, which: str = "best"
+                     ) -> tuple[ml_collections.ConfigDict, Any, int]:
+  """Stage 1's EMA operator parameters: ``(model config, params, step)``.
+
+  ``workdir`` is a training workdir or its ``operator/checkpoints`` folder. Raises
+  ``FileNotFoundError`` naming it when it holds no stage-1 checkpoint.
+  """
+  directory = Path(workdir)
+  if checkpoint_dir(workdir, "operator").is_dir():
+    directory = checkpoint_dir(workdir, "operator")
+  if not directory.is_dir():
+    raise _missing(workdir, "stage-1 (operator)")
+  manager = stage_manager(directory, read_only=True)
+  step = chosen_step(manager, which)
+  if step is None:
+    raise _missing(workdir, "stage-1 (operator)")
+  items = _restore_items(manager, step, ("state", "config"))
+  model_cfg = _model_config(items["config"])
+  return model_cfg, items["state"]["ema_params"], step
+
+
+def restore_inference_params(workdir: str | os.PathLike, which: str = "best"
+                             ) -> tuple[ml_collections.ConfigDict, dict]:
+  """The model config and EMA parameters ``{'params': {'operator': ..., 'unet': ...}}`` of a run.
+
+  With a stage-2 checkpoint, its UNet and the frozen operator it trained with; otherwise the
+  stage-1 operator alone (no 'unet' key). ``which``: the 'best' step by validation PSNR (the
+  latest when no step has metrics) or the 'latest'. Arrays are NumPy. Raises
+  ``FileNotFoundError`` naming the workdir and the training command when nothing was trained.
+  """
+  directory = checkpoint_dir(workdir, "diffusion")
+  if directory.is_dir():
+    manager = stage_manager(directory, read_only=True)
+    step = chosen_step(manager, which)
+    if step is not None:
+      items = _restore_items(manager, step, ("state", "config", "prior"))
+      model_cfg = _model_config(items["config"])
+      return model_cfg, {"params": {"operator": items["prior"],
+                                    "unet": items["state"]["ema_params"]}}
+  if not checkpoint_dir(workdir, "operator").is_dir():
+    raise _missing(workdir, "trained")
+  model_cfg, operator, _ = restore_operator(workdir, which)
+  return model_cfg, {"params": {"operator": operator}}

@@ -1,0 +1,105 @@
+"""The training config: every field ``train.train_and_evaluate`` reads, with the paper's defaults.
+
+Config files (``configs/<dataset>.py``) call ``base_config`` and change what differs; the suffix of
+``--config configs/ucm.py:operator`` reaches their ``get_config(arg)`` and ``parse_arg`` reads it.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from neurop_jax.data import default_data_config
+from neurop_jax.diffusion import default_diffusion_config
+from neurop_jax.evaluate import default_evaluate_config
+from neurop_jax.models import model_config
+
+STAGES = ("operator", "diffusion")
+
+# Stage 2 of the paper: Adam at these rates, stepping down every 100k iterations.
+PAPER_DIFFUSION_LRS = (1e-4, 8e-5, 6e-5, 4e-5, 2e-5, 1e-5, 8e-6, 6e-6, 4e-6, 2e-6)
+
+
+def parse_arg(arg: str | None, variants: tuple[str, ...] = ()) -> tuple[str, set[str]]:
+  """The stage and the variants named by a config suffix such as ``'operator'`` or ``'test,diffusion'``.
+
+  Returns ``(stage, variants)``: stage is 'all' when no stage is named. Unknown words raise
+  ``ValueError`` listing what is accepted.
+  """
+  words = [w.strip() for w in (arg or "").split(",") if w.strip()]
+  unknown = [w for w in words if w not in STAGES + variants]
+  if unknown:
+    raise ValueError(f"unknown config argument(s) {unknown}: use a stage {STAGES} and/or a "
+                     f"variant {variants}, comma separated")
+  stages = [w for w in words if w in STAGES]
+  if len(stages) > 1:
+    raise ValueError(f"name at most one stage in the config argument, got {stages}")
+  return (stages[0] if stages else "all"), {w for w in words if w in variants}
+
+
+def _loop_fields(**overrides) -> dict:
+  """The training-loop fields shared by both stages (see ``base_config``)."""
+  fields = dict(num_steps=0, ema_decay=0.0, grad_clip=0.0, adam_b1=0.9, adam_b2=0.999,
+                adam_eps=1e-8, steps_per_call=1, log_every=100, eval_every=5000,
+                checkpoint_every=1000, keep=2, val_images=0, sample_images=4)
+  fields.update(overrides)
+  return fields
+
+
+def base_config(preset: str = "paper", stage: str = "all") -> ml_collections.ConfigDict:
+  """The paper's two-stage recipe on the bundled sample images; datasets override ``data``.
+
+  Top level:
+    stage: 'all' (operator then diffusion), 'operator' or 'diffusion'.
+    seed: seed of initialisation, noise and dropout (the data order has ``data.seed``).
+    distributed: call ``jax.distributed.initialize()`` first (multi-host runs).
+    max_steps_per_run: stop after this many training steps in one process (0: no limit); the
+      same command continues from the checkpoint written at the stop (time-sliced jobs, tests).
+    model: ``neurop_jax.models.model_config`` fields.
+    data: ``neurop_jax.data.default_data_config`` fields (batch sizes are there).
+  Both stages (``operator`` and ``diffusion``):
+    num_steps: training steps (stage 1: 0 derives it from ``epochs``).
+    ema_decay: EMA rate of the parameters kept in the train state (0: the EMA is the params).
+    grad_clip: clip gradients to this global norm (0: no clipping, as the original; it reads a
+      key that does not exist).
+    adam_b1, adam_b2, adam_eps: Adam's constants (PyTorch's defaults, as the original).
+    steps_per_call: training steps per compiled call (a ``lax.scan`` over stacked batches).
+    log_every, eval_every, checkpoint_every: in steps; every validation also checkpoints with its
+      metrics, and the last step does both.
+    keep: latest checkpoints kept, besides the best by validation PSNR.
+    val_images: validation images, evenly spaced over the val split (0: all of them).
+    sample_images: rows of the PNG sample grid written at each validation.
+  Stage 1 (``operator``, the SRNO recipe):
+    epochs, warmup_epochs: 500 and 50 (the paper; SRNO's warm-up length).
+    learning_rate, warmup_multiplier: Adam starts at ``learning_rate`` (4e-5) and rises linearly
+      to ``learning_rate * warmup_multiplier`` (4e-4) over the warm-up, as SRNO's
+      GradualWarmupScheduler(multiplier=10, total_epoch=50).
+    decay: after the warm-up, 'cosine' to 0 at the last step (SRNO's CosineAnnealingLR) or
+      'constant'.
+  Stage 2 (``diffusion``: ``default_diffusion_config`` fields plus):
+    learning_rates, learning_rate_every: the step schedule (1e-4 ... 2e-6, every 100k steps).
+    prior_checkpoint: the frozen prior: '' for this workdir's stage-1 best checkpoint, a workdir
+      or checkpoint folder of ours, or an original SRNO / NeurOp-Diff file (.pth, .npz) read
+      with ``neurop_jax.convert``.
+    val_sampler, val_steps, val_skip: the sampler of validation (DPM-Solver++ 10 steps).
+  Evaluation (``--mode evaluate``): ``evaluate``, ``neurop_jax.evaluate.default_evaluate_config``
+  fields (scales, methods, sampler, steps, images, crops).
+  """
+  config = ml_collections.ConfigDict()
+  config.stage = stage
+  config.seed = 0
+  config.distributed = False
+  config.max_steps_per_run = 0
+  config.model = model_config(preset)
+  config.data = default_data_config()
+
+  config.operator = ml_collections.ConfigDict(_loop_fields(
+      epochs=500, warmup_epochs=50, learning_rate=4e-5, warmup_multiplier=10.0, decay="cosine",
+      eval_every=2000))
+
+  config.diffusion = default_diffusion_config()
+  config.diffusion.update(_loop_fields(
+      num_steps=1_000_000, ema_decay=0.999, learning_rates=PAPER_DIFFUSION_LRS,
+      learning_rate_every=100_000, prior_checkpoint="", val_images=4, val_sampler="dpm_solver_pp",
+      val_steps=10, val_skip="logsnr", eval_every=10_000, checkpoint_every=5000))
+  config.evaluate = default_evaluate_config()
+  return config

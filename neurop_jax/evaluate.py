@@ -1,0 +1,309 @@
+"""Evaluation of a trained run: PSNR, SSIM and LPIPS against the scale, for three methods.
+
+  python -m neurop_jax.main --mode evaluate --config configs/ucm.py --workdir runs/ucm
+  python -m neurop_jax.main --mode evaluate --config configs/ucm.py --workdir runs/ucm \
+      --config.evaluate.scales='(4.0, 9.0)' --config.evaluate.steps=20
+
+Methods: 'bicubic' (PIL-exact bicubic upsampling of the LR image), 'operator' (the neural-operator
+prior alone, ``inference.prior_only``: the SRNO baseline) and 'diffusion' (NeurOp-Diff,
+``inference.super_resolve``; skipped with a warning when the workdir holds no stage-2 checkpoint).
+Images are whole images of the chosen split, HR cropped so that HR/LR is the scale and LR made by
+the PIL-exact bicubic (``data.eval_batches``), one at a time. Per image and method:
+
+  psnr_paper, ssim_paper  protocol 'paper' (RGB, whole image), what NeurOp-Diff reports;
+  psnr_rs, ssim_rs        protocol 'rs' (BT.601 luma, ``round(scale)`` border pixels cropped);
+  lpips                   LPIPS (AlexNet v0.1) on the whole RGB image;
+
+and their means per scale. Everything lands in ``<workdir>/eval/``, each file written atomically:
+
+  results.md, results.csv   the means, one row per (scale, method);
+  results.json              the settings, the means and every per-image value;
+  metrics_vs_scale.png      PSNR and SSIM against the scale (both protocols), one line per method,
+                            the training range (1, s_max] shaded;
+  crops_x<scale>.png        centre crops, rows images, columns LR-bicubic | operator | NeurOp-Diff
+                            | HR (the methods evaluated).
+
+The settings are ``config.evaluate`` (``default_evaluate_config``); a config without that block
+evaluates with the defaults.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from tqdm.auto import tqdm
+
+from neurop_jax import inference
+from neurop_jax.checkpoints import restore_inference_params
+from neurop_jax.data import build_sources, downsample, eval_batches, write_image
+from neurop_jax.diffusion import schedule_from_config
+from neurop_jax.logging_utils import image_grid
+from neurop_jax.metrics import PROTOCOLS, compute_metrics
+from neurop_jax.models import make_model
+from neurop_jax.samplers import SAMPLERS, SKIPS
+from neurop_jax.validation import Subset, evenly_spaced
+
+METHODS = ("bicubic", "operator", "diffusion")
+LABELS = {"bicubic": "Bicubic", "operator": "Operator (SRNO)", "diffusion": "NeurOp-Diff"}
+METRICS = ("psnr_paper", "ssim_paper", "psnr_rs", "ssim_rs", "lpips")
+HEADERS = {"psnr_paper": "PSNR paper (dB)", "ssim_paper": "SSIM paper", "psnr_rs": "PSNR rs (dB)",
+           "ssim_rs": "SSIM rs", "lpips": "LPIPS"}
+SPLITS = ("test", "val")
+
+
+def default_evaluate_config() -> ml_collections.ConfigDict:
+  """Defaults for ``config.evaluate``: the paper's scales, all three methods, DDIM 50 steps.
+
+  Fields:
+    split: the split of ``config.data`` evaluated, 'test' or 'val'.
+    scales: upsampling factors, each finite and > 1: in distribution (the training range is
+      (1, ``data.s_max``], 8 by default) 2, 3.1, 4, 5.8, 7, 8, out of distribution 9, 10.
+    methods: a subset of 'bicubic', 'operator', 'diffusion'.
+    which: the checkpoint, 'best' (by validation PSNR) or 'latest'.
+    num_images: images evenly spaced over the split (0: all of them).
+    sampler, steps, eta, skip: NeurOp-Diff's sampling (``inference.super_resolve``); skip ''
+      takes the sampler's default spacing ('uniform', or 'logsnr' for 'dpm_solver_pp').
+    seed: seed of the diffusion noise (folded with the scale's and the image's index).
+    lpips: also compute LPIPS (needs ``pip install neurop_jax[lpips]``).
+    crop_images: images shown in each ``crops_x<scale>.png`` (0: no crops).
+    crop_size: side of the centre crops, in HR pixels.
+  """
+  return ml_collections.ConfigDict(dict(
+      split="test", scales=(2.0, 3.1, 4.0, 5.8, 7.0, 8.0, 9.0, 10.0), methods=METHODS,
+      which="best", num_images=0, sampler="ddim", steps=50, eta=0.0, skip="", seed=0, lpips=True,
+      crop_images=3, crop_size=96))
+
+
+def evaluate_settings(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """``config.evaluate`` over ``default_evaluate_config()``, checked; raises ValueError if bad."""
+  settings = default_evaluate_config()
+  if "evaluate" in config:
+    settings.update(config.evaluate.to_dict())
+  scales = tuple(settings.scales)
+  if not scales:
+    raise ValueError("config.evaluate.scales is empty: give at least one scale, e.g. (4.0,)")
+  for scale in scales:
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+      raise ValueError(f"config.evaluate.scales holds {scale!r}: scales must be numbers")
+    if not math.isfinite(scale) or scale <= 1:
+      raise ValueError(f"config.evaluate.scales holds {scale}: every scale must be a finite number "
+                       "> 1 (NeurOp-Diff upsamples)")
+  settings.scales = tuple(float(s) for s in scales)
+  unknown = [m for m in settings.methods if m not in METHODS]
+  if unknown or not settings.methods:
+    raise ValueError(f"config.evaluate.methods={tuple(settings.methods)}: choose a non-empty "
+                     f"subset of {METHODS}")
+  if settings.split not in SPLITS:
+    raise ValueError(f"config.evaluate.split must be one of {SPLITS}, got {settings.split!r}")
+  if settings.which not in ("best", "latest"):
+    raise ValueError(f"config.evaluate.which must be 'best' or 'latest', got {settings.which!r}")
+  if settings.sampler not in SAMPLERS:
+    raise ValueError(f"config.evaluate.sampler must be one of {tuple(SAMPLERS)}, got "
+                     f"{settings.sampler!r}")
+  if settings.skip and settings.skip not in SKIPS:
+    raise ValueError(f"config.evaluate.skip must be '' or one of {tuple(SKIPS)}, got "
+                     f"{settings.skip!r}")
+  if settings.steps < 1 or settings.num_images < 0 or settings.crop_images < 0:
+    raise ValueError("config.evaluate: steps must be >= 1, num_images and crop_images >= 0")
+  if settings.crop_size < 1:
+    raise ValueError(f"config.evaluate.crop_size must be >= 1, got {settings.crop_size}")
+  return settings
+
+
+def bicubic(lr: np.ndarray, hr_hw: tuple[int, int]) -> np.ndarray:
+  """PIL-exact bicubic upsampling of ``(B, h, w, 3)`` to ``(B, H, W, 3)``: float32 in [0, 1]."""
+  return np.clip(downsample(lr, hr_hw), 0.0, 1.0)
+
+
+def measure(sr: np.ndarray, hr: np.ndarray, scale: float, with_lpips: bool) -> dict[str, float]:
+  """The ``METRICS`` of one image pair ``(1, H, W, 3)`` in [0, 1] (without 'lpips' if not asked)."""
+  values = {}
+  for name in PROTOCOLS:
+    m = compute_metrics(sr, hr, name, scale, with_lpips=with_lpips and name == "paper")
+    values[f"psnr_{name}"] = float(m["psnr"][0])
+    values[f"ssim_{name}"] = float(m["ssim"][0])
+    if "lpips" in m:
+      values["lpips"] = float(m["lpips"][0])
+  return values
+
+
+def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
+  """The centre ``min(size, H) x min(size, W)`` pixels of ``(H, W, 3)``."""
+  h, w = min(size, image.shape[0]), min(size, image.shape[1])
+  top, left = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
+  return image[top:top + h, left:left + w]
+
+
+def _write_text(path: Path, text: str) -> None:
+  """Writes ``text`` to ``path`` through a temporary file in the same folder (atomic)."""
+  tmp = path.with_name(f".{path.name}.tmp")
+  tmp.write_text(text)
+  os.replace(tmp, path)
+
+
+def _scale_tag(scale: float, s_max: float) -> str:
+  return f"x{scale:g}" + (" (OOD)" if scale > s_max else "")
+
+
+def results_markdown(report: dict[str, Any]) -> str:
+  """``results.md``: what was evaluated and one table of means, rows scale x method."""
+  s = report["settings"]
+  lines = [
+      f"# Evaluation of {report['workdir']}",
+      "",
+      f"{report['num_images']} images of the {s['split']} split, checkpoint '{s['which']}'; "
+      f"NeurOp-Diff: {s['sampler']}, {s['steps']} steps, eta {s['eta']:g}, seed {s['seed']}. "
+      f"Training scales (1, {report['s_max']:g}]; OOD: out of distribution.",
+      "PSNR/SSIM 'paper': RGB, whole image; 'rs': Y channel (BT.601), border crop round(scale). "
+      "LPIPS: AlexNet v0.1, RGB, whole image (lower is better).",
+  ]
+  if report["skipped"]:
+    lines.append(f"Skipped: {'; '.join(report['skipped'])}.")
+  metrics = [m for m in METRICS if any(m in row for row in report["results"])]
+  header = ["scale", "method"] + [HEADERS[m] for m in metrics]
+  lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for row in report["results"]:
+    cells = [_scale_tag(row["scale"], report["s_max"]), LABELS[row["method"]]]
+    cells += [f"{row[m]:.4f}" if m.startswith(("ssim", "lpips")) else f"{row[m]:.2f}"
+              for m in metrics]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def results_csv(report: dict[str, Any]) -> str:
+  """``results.csv``: ``scale, method, images`` and the means of ``METRICS`` computed."""
+  metrics = [m for m in METRICS if any(m in row for row in report["results"])]
+  out = io.StringIO()
+  writer = csv.DictWriter(out, ["scale", "method", "images"] + metrics, lineterminator="\n")
+  writer.writeheader()
+  for row in report["results"]:
+    writer.writerow({k: row[k] for k in ["scale", "method", "images"] + metrics})
+  return out.getvalue()
+
+
+def plot_metrics(report: dict[str, Any], path: Path) -> None:
+  """PSNR and SSIM (columns) per protocol (rows) against the scale: a PNG at ``path``, atomic."""
+  from matplotlib.figure import Figure  # The Agg canvas: no pyplot, no global backend change.
+
+  methods = list(dict.fromkeys(row["method"] for row in report["results"]))
+  fig = Figure(figsize=(10, 7), layout="constrained")
+  axes = fig.subplots(2, 2, sharex=True)
+  for i, protocol in enumerate(PROTOCOLS):
+    for j, metric in enumerate(("psnr", "ssim")):
+      ax, key = axes[i, j], f"{metric}_{protocol}"
+      ax.axvspan(1.0, report["s_max"], color="0.9",
+                 label=f"training scales (1, {report['s_max']:g}]")
+      for method in methods:
+        rows = [r for r in report["results"] if r["method"] == method]
+        ax.plot([r["scale"] for r in rows], [r[key] for r in rows], marker="o",
+                label=LABELS[method])
+      ax.set_title(f"{metric.upper()} ({protocol} protocol)")
+      ax.set_ylabel(f"{metric.upper()}" + (" (dB)" if metric == "psnr" else ""))
+      ax.set_xlim(1.0, max(report["settings"]["scales"]) + 0.5)
+      ax.grid(alpha=0.3)
+      if i == 1:
+        ax.set_xlabel("scale")
+  fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center",
+             ncols=len(methods) + 1)
+  tmp = path.with_name(f".{path.name}.tmp")
+  fig.savefig(tmp, format="png", dpi=100)
+  os.replace(tmp, path)
+
+
+def _means(per_image: dict[str, dict[str, list[float]]], scale: float) -> list[dict[str, Any]]:
+  return [{"scale": scale, "method": method, "images": len(next(iter(values.values()))),
+           **{k: float(np.mean(v)) for k, v in values.items()}}
+          for method, values in per_image.items()]
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
+  """Evaluates the run in ``workdir`` with ``config.evaluate``; writes ``<workdir>/eval/``.
+
+  Args:
+    config: the run's config: ``data`` (images, split, ``s_max``), ``diffusion`` (the noise
+      schedule) and ``evaluate`` (``default_evaluate_config`` fields; the defaults if absent).
+    workdir: a training workdir with at least a stage-1 checkpoint.
+
+  Returns:
+    The content of ``results.json``: ``workdir``, ``settings``, ``s_max``, ``num_images``,
+    ``names`` (the images), ``skipped`` (methods not run, with the reason), ``results`` (one dict
+    per (scale, method): ``scale``, ``method``, ``images`` and the mean of each metric) and
+    ``per_image`` (``{'x<scale>': {method: {metric: [value per image]}}}``).
+
+  Raises:
+    ValueError: on bad settings (e.g. a scale <= 1 or not finite) or an empty split.
+    FileNotFoundError: when ``workdir`` holds no checkpoint.
+  """
+  settings = evaluate_settings(config)
+  model_cfg, params = restore_inference_params(workdir, which=settings.which)
+  model = make_model(model_cfg)
+  methods = list(settings.methods)
+  skipped = []
+  if "diffusion" in methods and "unet" not in params["params"]:
+    methods.remove("diffusion")
+    skipped.append("NeurOp-Diff (the workdir has no stage-2 checkpoint)")
+    logging.warning("evaluate: %s has no stage-2 (diffusion) checkpoint; NeurOp-Diff is skipped",
+                    workdir)
+  source = build_sources(config.data)[settings.split]
+  source = Subset(source, evenly_spaced(len(source), settings.num_images))
+  if not len(source):
+    raise ValueError(f"the {settings.split} split of config.data has no images")
+  schedule = schedule_from_config(config.diffusion)
+  key = jax.random.key(settings.seed)
+  out_dir = Path(workdir) / "eval"
+  out_dir.mkdir(parents=True, exist_ok=True)
+
+  results, per_image_all, names = [], {}, []
+  bar = tqdm(total=len(settings.scales) * len(source), desc="evaluate", unit="image",
+             dynamic_ncols=True)
+  for scale_index, scale in enumerate(settings.scales):
+    bar.set_postfix(scale=f"{scale:g}")
+    per_image = {m: {} for m in methods}
+    rows = []
+    for index, batch in enumerate(eval_batches(source, config.data, scale, batch_size=1)):
+      lr, hr = batch["lr"], batch["hr"]
+      hr_hw = hr.shape[1:3]
+      outputs = {"bicubic": bicubic(lr, hr_hw)}
+      if "operator" in methods:
+        outputs["operator"] = inference.prior_only(model, params, lr, out_shape=hr_hw)
+      if "diffusion" in methods:
+        rng = jax.random.fold_in(jax.random.fold_in(key, scale_index), index)
+        outputs["diffusion"] = inference.super_resolve(
+            model, params, lr, out_shape=hr_hw, rng=rng, sampler=settings.sampler,
+            steps=settings.steps, eta=settings.eta, skip=settings.skip or None, schedule=schedule)
+      outputs = {k: np.asarray(v, np.float32) for k, v in outputs.items()}
+      for method in methods:
+        for name, value in measure(outputs[method], hr, scale, settings.lpips).items():
+          per_image[method].setdefault(name, []).append(value)
+      if index < settings.crop_images:
+        row = [outputs["bicubic"]] + [outputs[m] for m in ("operator", "diffusion") if m in methods]
+        rows.append([centre_crop(im[0], settings.crop_size) for im in row + [hr]])
+      if scale_index == 0:
+        names.append(str(batch["name"][0]))
+      bar.update(1)
+    results += _means(per_image, scale)
+    per_image_all[f"x{scale:g}"] = per_image
+    if rows:
+      write_image(out_dir / f"crops_x{scale:g}.png", image_grid(rows))
+  bar.close()
+
+  report = {"workdir": str(Path(workdir).absolute()), "settings": settings.to_dict(),
+            "s_max": float(config.data.s_max), "num_images": len(source), "names": names,
+            "skipped": skipped, "results": results, "per_image": per_image_all}
+  _write_text(out_dir / "results.json", json.dumps(report, indent=1) + "\n")
+  _write_text(out_dir / "results.csv", results_csv(report))
+  markdown = results_markdown(report)
+  _write_text(out_dir / "results.md", markdown)
+  plot_metrics(report, out_dir / "metrics_vs_scale.png")
+  logging.info("evaluation written to %s\n%s", out_dir, markdown)
+  return report

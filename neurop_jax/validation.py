@@ -1,0 +1,98 @@
+"""Validation during training: PSNR and SSIM at a fixed scale, and a PNG grid of samples.
+
+Images come from ``data.eval_batches`` (whole images, HR cropped so that HR/LR is the scale, LR by
+the PIL-exact bicubic); numbers follow the paper's protocol (RGB, no border crop) and bicubic
+upsampling of the same LR images is measured beside them, once per run. Grid rows are images,
+columns LR-bicubic | each output | HR.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from neurop_jax.data import downsample, eval_batches
+from neurop_jax.logging_utils import image_grid
+from neurop_jax.metrics import compute_metrics
+
+# (lr (1, h, w, 3), hr (1, H, W, 3), image index) -> {label: (1, H, W, 3)} in [0, 1]; the label ''
+# is the stage's result (its metrics are 'psnr', 'ssim'), others give '<label>_psnr', ...
+OutputsFn = Callable[[np.ndarray, np.ndarray, int], dict[str, Any]]
+
+
+class Subset:
+  """The elements ``indices`` of a grain random-access source."""
+
+  def __init__(self, source, indices: Sequence[int]):
+    self.source = source
+    self.indices = [int(i) for i in indices]
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index: int):
+    return self.source[self.indices[index]]
+
+
+def evenly_spaced(n: int, k: int) -> np.ndarray:
+  """``k`` indices spread evenly over ``range(n)`` (all of them when ``k`` is 0 or >= n)."""
+  if k <= 0 or k >= n:
+    return np.arange(n)
+  return np.unique(np.round(np.linspace(0, n - 1, k)).astype(np.int64))
+
+
+def _bicubic(lr: np.ndarray, hr_hw: tuple[int, int]) -> np.ndarray:
+  return np.clip(downsample(lr, hr_hw), 0.0, 1.0)
+
+
+def _metric_names(label: str) -> tuple[str, str]:
+  prefix = f"{label}_" if label else ""
+  return f"{prefix}psnr", f"{prefix}ssim"
+
+
+class Validator:
+  """Validation of one stage on ``num_images`` images of ``source`` at ``data_cfg.eval_scale``."""
+
+  def __init__(self, source, data_cfg, num_images: int, sample_images: int,
+               protocol: str = "paper"):
+    self.source = Subset(source, evenly_spaced(len(source), num_images))
+    self.data_cfg = data_cfg
+    self.scale = float(data_cfg.eval_scale)
+    self.sample_images = sample_images
+    self.protocol = protocol
+    self._bicubic_metrics: dict[str, float] | None = None
+
+  def _batches(self):
+    return eval_batches(self.source, self.data_cfg, self.scale, batch_size=1)
+
+  def _measure(self, sr: Any, hr: np.ndarray) -> tuple[float, float]:
+    m = compute_metrics(np.asarray(sr, np.float32), hr, self.protocol, self.scale)
+    return float(m["psnr"][0]), float(m["ssim"][0])
+
+  def __call__(self, outputs_fn: OutputsFn) -> tuple[dict[str, float], np.ndarray]:
+    """Mean metrics over the images (bicubic's too) and the sample grid ``(H, W, 3)``."""
+    sums: dict[str, float] = {}
+    rows = []
+    first_pass = self._bicubic_metrics is None
+    count = 0
+    for index, batch in enumerate(self._batches()):
+      lr, hr = batch["lr"], batch["hr"]
+      outputs = outputs_fn(lr, hr, index)
+      for label, sr in outputs.items():
+        for name, value in zip(_metric_names(label), self._measure(sr, hr)):
+          sums[name] = sums.get(name, 0.0) + value
+      need_bicubic = first_pass or index < self.sample_images
+      bicubic = _bicubic(lr[0], hr.shape[1:3]) if need_bicubic else None
+      if first_pass:
+        for name, value in zip(_metric_names("bicubic"), self._measure(bicubic[None], hr)):
+          sums[name] = sums.get(name, 0.0) + value
+      if index < self.sample_images:
+        rows.append([bicubic] + [np.asarray(sr)[0] for sr in outputs.values()] + [hr[0]])
+      count += 1
+    metrics = {name: total / count for name, total in sums.items()}
+    if first_pass:
+      self._bicubic_metrics = {k: v for k, v in metrics.items() if k.startswith("bicubic_")}
+    metrics.update(self._bicubic_metrics)
+    return metrics, image_grid(rows)

@@ -1,0 +1,127 @@
+"""Train steps: several steps per call with rng fold_in(step), donation, and a 2-device mesh."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from neurop_jax.train_state import TrainState, apply_gradients, create_train_state
+from neurop_jax.train_steps import batch_sharding, compile_steps, data_mesh, to_device
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _toy_step(state, batch, rng):
+  """Least squares on ``batch['x']``; the metrics record the rng each step received."""
+  loss_fn = lambda p: jnp.mean((batch["x"] @ p["w"] - 1.0) ** 2)
+  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  metrics = {"loss": loss, "draw": jax.random.uniform(rng)}
+  return apply_gradients(state, grads, optax.sgd(0.1), 0.5), metrics
+
+
+def _toy_state() -> TrainState:
+  return jax.jit(lambda: create_train_state({"w": jnp.zeros(3)}, optax.sgd(0.1)))()
+
+
+def test_steps_per_call_equal_single_steps():
+  mesh = data_mesh()
+  run = compile_steps(_toy_step, mesh)
+  x = np.random.default_rng(0).standard_normal((3, 2, 4, 3)).astype(np.float32)
+  rng = jax.random.key(7)
+  stacked = batch_sharding(mesh, stacked=True)
+
+  state = _toy_state()
+  first = state.params["w"]
+  three, metrics = run(state, to_device({"x": x}, stacked), rng)
+  assert first.is_deleted() == (jax.default_backend() != "cpu")  # donated on accelerators
+  state = _toy_state()
+  for n in range(3):
+    state, single = run(state, to_device({"x": x[n:n + 1]}, stacked), rng)
+    np.testing.assert_allclose(single["loss"], metrics["loss"][n:n + 1], rtol=1e-6)
+  np.testing.assert_allclose(state.params["w"], three.params["w"], rtol=1e-6)
+  np.testing.assert_allclose(state.ema_params["w"], three.ema_params["w"], rtol=1e-6)
+  assert int(three.step) == 3
+  draws = [jax.random.uniform(jax.random.fold_in(rng, n)) for n in range(3)]
+  np.testing.assert_array_equal(metrics["draw"], draws)
+
+
+_TWO_DEVICES = r"""
+import functools, json
+import jax, jax.numpy as jnp, numpy as np
+from neurop_jax.config_base import base_config
+from neurop_jax.diffusion import schedule_from_config
+from neurop_jax.models import make_model
+from neurop_jax.train_state import create_train_state, make_optimizer, step_schedule
+from neurop_jax.train_steps import (batch_sharding, compile_steps, data_mesh, diffusion_step,
+                                    operator_step, query_grid, replicated, to_device)
+
+assert jax.device_count() == 2
+config = base_config("micro")
+config.model.unet.update(channel_mults=(1, 2), attn_res=(8,), image_size=16)
+model = make_model(config.model)
+rng = np.random.default_rng(0)
+schedule = step_schedule((1e-3,), 10)
+# Adam's eps raised: at |grad| ~ 1e-8 its update is ill-conditioned in the reduction order.
+config.diffusion.adam_eps = 1e-4
+tx = make_optimizer(config.diffusion, schedule)
+
+def random_params(init):
+  shapes = jax.eval_shape(init, jax.random.key(0))
+  return jax.tree.map(lambda s: (0.1 * rng.standard_normal(s.shape)).astype(np.float32), shapes)
+
+coord, cell = query_grid(4, (8, 8))
+x16 = jnp.zeros((1, 16, 16, 3))
+stages = {
+    "operator": (
+        random_params(lambda r: model.init(r, jnp.zeros((1, 8, 8, 3)), coord[:1], cell[:1],
+                                           method=model.prior)["params"]["operator"]),
+        functools.partial(operator_step, model=model, tx=tx, schedule=schedule, ema_decay=0.9),
+        dict(lr=rng.random((2, 4, 8, 8, 3)), coord=np.stack([coord] * 2),
+             cell=np.stack([cell] * 2), gt=rng.random((2, 4, 8, 8, 3)))),
+    "diffusion": (
+        random_params(lambda r: model.init(r, x16, jnp.ones((1,)), x16,
+                                           method=model.denoise)["params"]["unet"]),
+        functools.partial(diffusion_step, model=model, tx=tx, schedule=schedule, ema_decay=0.9,
+                          noise=schedule_from_config(config.diffusion), loss="l1",
+                          per_sample_t=False),
+        dict(hr=rng.random((2, 4, 16, 16, 3)), prior=rng.uniform(-1, 1, (2, 4, 16, 16, 3)))),
+}
+diffs = {}
+for name, (params, step, batch) in stages.items():
+  results = []
+  for mesh in (data_mesh(jax.devices()[:1]), data_mesh()):
+    state = jax.jit(lambda p: create_train_state(p, tx), out_shardings=replicated(mesh))(params)
+    arrays = to_device({k: np.asarray(v, np.float32) for k, v in batch.items()},
+                       batch_sharding(mesh, stacked=True))
+    state, metrics = compile_steps(step, mesh)(state, arrays, jax.random.key(3))
+    results.append((jax.device_get((state.params, state.ema_params)), jax.device_get(metrics),
+                    len(arrays[next(iter(arrays))].sharding.device_set)))
+  (one, one_m, one_n), (two, two_m, two_n) = results
+  diffs[name] = dict(
+      devices=[one_n, two_n],
+      params=max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(one),
+                                                           jax.tree.leaves(two))),
+      loss=float(np.max(np.abs(one_m["loss"] - two_m["loss"]) / np.abs(one_m["loss"]))),
+      grad_norm=float(np.max(np.abs(one_m["grad_norm"] - two_m["grad_norm"])
+                             / one_m["grad_norm"])))
+print(json.dumps(diffs))
+"""
+
+
+def test_two_device_mesh_matches_one_device():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             JAX_PLATFORMS="cpu")
+  result = subprocess.run([sys.executable, "-c", _TWO_DEVICES], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  diffs = json.loads(result.stdout.strip().splitlines()[-1])
+  for name, diff in diffs.items():
+    assert diff["devices"] == [1, 2], name
+    assert diff["params"] < 1e-6, (name, diff)
+    assert diff["loss"] < 1e-5 and diff["grad_norm"] < 1e-5, (name, diff)

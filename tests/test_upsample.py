@@ -1,0 +1,164 @@
+"""``python -m neurop_jax.upsample`` end to end on tiny images with the micro model, and every bad
+input answered by a clear message and no output file."""
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import FIXTURE_DIRS, load_fixture
+from neurop_jax.convert import read_state_dict
+from neurop_jax.data.images import read_image, write_image
+from neurop_jax.inference import prior_only
+from neurop_jax.models import make_model
+from neurop_jax.upsample import main
+
+HW = (20, 24)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+  """The micro fixture as original-style .npz checkpoints: NeurOp-Diff (srno.*, Unet.*) and SRNO."""
+  folder = tmp_path_factory.mktemp("checkpoints")
+  srno = read_state_dict(FIXTURE_DIRS["micro"] / "srno_state.npz")
+  unet = read_state_dict(FIXTURE_DIRS["micro"] / "unet_state.npz")
+  np.savez(folder / "neurop_diff.npz", **{f"srno.{k}": v for k, v in srno.items()},
+           **{f"Unet.{k}": v for k, v in unet.items()})
+  np.savez(folder / "srno.npz", **srno)
+  return folder
+
+
+@pytest.fixture
+def png(tmp_path):
+  path = tmp_path / "in" / "scene.png"
+  write_image(path, np.random.default_rng(0).random((*HW, 3)))
+  return path
+
+
+def _run(args, checkpoints, capsys, checkpoint="neurop_diff.npz"):
+  status = main([*map(str, args), "--checkpoint", str(checkpoints / checkpoint),
+                 "--model-preset", "micro", "--tile", "32", "--overlap", "8"])
+  return status, capsys.readouterr()
+
+
+def test_prior_only_png_jpeg_geotiff(tmp_path, png, checkpoints, capsys):
+  from test_geotiff import make_geotiff, rasterio  # skips without rasterio (the 'geo' extra)
+  jpg = tmp_path / "in" / "photo.jpg"
+  write_image(jpg, np.random.default_rng(1).random((*HW, 3)))
+  geo = make_geotiff(tmp_path / "in" / "field.tif", hw=HW, pixel=0.5)
+  out = tmp_path / "out"
+  status, io = _run([png, jpg, geo, "--scale", "2", "--out", out, "--prior-only"], checkpoints,
+                    capsys)
+  assert status == 0, io.err
+  names = ["scene_x2.png", "photo_x2.jpg", "field_x2.tif"]
+  assert sorted(p.name for p in out.iterdir()) == sorted(names)
+  model, params = make_model(load_fixture("micro").cfg), load_fixture("micro").params
+  for name, source in zip(names, (png, jpg, geo)):
+    result = read_image(out / name)
+    assert result.shape == (2 * HW[0], 2 * HW[1], 3)
+    if name.endswith(".png"):
+      expected = prior_only(model, params, read_image(source)[None], scale=2)[0]
+      assert np.abs(result - np.asarray(expected)).max() <= 1 / 255 + 1e-6
+  with rasterio.open(geo) as src, rasterio.open(out / "field_x2.tif") as sr:
+    assert sr.crs == src.crs
+    np.testing.assert_allclose(sr.res, (0.25, 0.25))
+    np.testing.assert_allclose(sr.bounds, src.bounds)
+
+
+def test_diffusion_to_a_size_as_a_module(tmp_path, png, checkpoints):
+  out = tmp_path / "out"
+  command = [sys.executable, "-m", "neurop_jax.upsample", str(png), "--size", "40x50", "--out",
+             str(out), "--checkpoint", str(checkpoints / "neurop_diff.npz"), "--model-preset",
+             "micro", "--steps", "2", "--tile", "32", "--overlap", "8"]
+  done = subprocess.run(command, capture_output=True, text=True, check=False)
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.split() == [str(out / "scene_40x50.png")]
+  result = read_image(out / "scene_40x50.png")
+  assert result.shape == (40, 50, 3) and result.std() > 0
+
+
+def test_training_workdir(tmp_path, png, trained_workdir, capsys):
+  out = tmp_path / "out"
+  status = main([str(png), "--scale", "2", "--out", str(out), "--workdir", str(trained_workdir),
+                 "--steps", "2", "--tile", "32", "--overlap", "8"])
+  assert status == 0, capsys.readouterr().err
+  assert read_image(out / "scene_x2.png").shape == (2 * HW[0], 2 * HW[1], 3)
+
+
+@pytest.mark.parametrize("case,message", [
+    ("missing file", "does not exist"),
+    ("unreadable image", "cannot read image"),
+    ("scale too small", "out of range"),
+    ("scale too large", "out of range"),
+    ("size too small", "out of range"),
+    ("bad size", "HEIGHTxWIDTH"),
+    ("tiny image", "too small"),
+    ("missing checkpoint", "checkpoint .* does not exist"),
+    ("missing workdir", "no trained checkpoint"),
+    ("operator-only checkpoint", "use --prior-only"),
+    ("bad steps", "--steps must be"),
+    ("same output name", "same output file"),
+])
+def test_bad_input_is_a_message_and_writes_nothing(case, message, tmp_path, png, checkpoints,
+                                                   capsys):
+  out = tmp_path / "out"
+  inputs, target, checkpoint, extra = [png], ["--scale", "2"], "neurop_diff.npz", []
+  if case == "missing file":
+    inputs = [png, tmp_path / "nope.png"]
+  elif case == "unreadable image":
+    (tmp_path / "junk.png").write_bytes(b"not an image at all")
+    inputs = [png, tmp_path / "junk.png"]
+  elif case == "scale too small":
+    target = ["--scale", "0.5"]
+  elif case == "scale too large":
+    target = ["--scale", "20"]
+  elif case == "size too small":
+    target = ["--size", "10x48"]
+  elif case == "bad size":
+    target = ["--size", "40by48"]
+  elif case == "tiny image":
+    write_image(tmp_path / "tiny.png", np.zeros((4, 30, 3)))
+    inputs = [tmp_path / "tiny.png"]
+  elif case == "missing checkpoint":
+    checkpoint = "absent.npz"
+  elif case == "operator-only checkpoint":
+    checkpoint = "srno.npz"
+  elif case == "bad steps":
+    extra = ["--steps", "0"]
+  elif case == "same output name":
+    write_image(tmp_path / "other" / "scene.png", np.zeros((*HW, 3)))
+    inputs = [png, tmp_path / "other" / "scene.png"]
+  if case == "missing workdir":
+    status = main([str(png), "--scale", "2", "--out", str(out), "--workdir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+  else:
+    status, io = _run([*inputs, *target, "--out", out, *extra], checkpoints, capsys, checkpoint)
+    err = io.err
+  assert status == 1
+  assert err.startswith("error: ") and "Traceback" not in err
+  assert re.search(message, err), err
+  assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_file_undecodable_when_read_leaves_no_partial_output(tmp_path, png, checkpoints, capsys):
+  broken = tmp_path / "in" / "broken.png"
+  Image.fromarray(np.full((*HW, 3), 128, np.uint8)).save(broken)
+  broken.write_bytes(broken.read_bytes()[:60])  # the header opens, the pixels do not decode
+  out = tmp_path / "out"
+  status, io = _run([png, broken, "--scale", "2", "--out", out, "--prior-only"], checkpoints,
+                    capsys)
+  assert status == 1 and "broken.png" in io.err
+  assert [p.name for p in out.iterdir()] == ["scene_x2.png"]
+
+
+def test_geotiff_without_rasterio_names_the_extra(tmp_path, checkpoints, capsys, monkeypatch):
+  from test_geotiff import make_geotiff
+  geo = make_geotiff(tmp_path / "field.tif")
+  monkeypatch.setitem(sys.modules, "rasterio", None)
+  status, io = _run([geo, "--scale", "2", "--out", tmp_path / "out", "--prior-only"], checkpoints,
+                    capsys)
+  assert status == 1 and "pip install 'neurop_jax[geo]'" in io.err
+  assert not (tmp_path / "out").exists()
