@@ -122,7 +122,7 @@ def scan_steps(step: StepFn, state: TrainState, batches: Batch,
 
   if jax.tree.leaves(batches)[0].shape[0] == 1:
     state, metrics = body(state, jax.tree.map(lambda x: x[0], batches))
-    return state, jax.tree.map(lambda m: m[None], metrics)
+    return state, jax.tree.map(lambda m: jnp.asarray(m)[None], metrics)
   return jax.lax.scan(body, state, batches)
 
 

@@ -31,7 +31,7 @@ def test_parse_arg():
     parse_arg("operator,diffusion")
 
 
-@pytest.mark.parametrize("name", ["ucm", "aid", "rsscn7", "quickstart"])
+@pytest.mark.parametrize("name", ["ucm", "aid", "rsscn7", "quickstart", "ucm_dev"])
 @pytest.mark.parametrize("suffix, stage", [("", "all"), (":operator", "operator"),
                                            (":diffusion", "diffusion")])
 def test_every_config_and_stage(name, suffix, stage):

@@ -125,3 +125,17 @@ def test_two_device_mesh_matches_one_device():
     assert diff["devices"] == [1, 2], name
     assert diff["params"] < 1e-6, (name, diff)
     assert diff["loss"] < 1e-5 and diff["grad_norm"] < 1e-5, (name, diff)
+
+
+def test_python_number_metrics_become_arrays():
+  """A constant learning-rate schedule returns a Python float; one step per call still stacks it."""
+  def step(state, batch, rng):
+    new_state, metrics = _toy_step(state, batch, rng)
+    return new_state, {**metrics, "lr": optax.constant_schedule(0.1)(state.step)}
+
+  mesh = data_mesh()
+  x = np.ones((1, 2, 4, 3), np.float32)
+  _, metrics = compile_steps(step, mesh)(_toy_state(), to_device({"x": x}, batch_sharding(
+      mesh, stacked=True)), jax.random.key(0))
+  assert metrics["lr"].shape == (1,)
+  np.testing.assert_allclose(metrics["lr"], [0.1])
