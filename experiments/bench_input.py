@@ -1,6 +1,6 @@
 """Input-pipeline throughput: batches per second of both training stages on real images.
 
-  python experiments/bench_input.py [--images /work/shared/data/ucm-dev/train]
+  python experiments/bench_input.py [--images ../shared/data/ucm-dev/train]
 
 Reads every image under ``--images`` (a folder source, no split) with the default data config
 (grain workers 0, ``read_threads`` reader threads), times ``--batches`` batches of each setting
@@ -51,7 +51,8 @@ def bench(source, stage: str, overrides: dict, batches: int) -> dict:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--images", default="/work/shared/data/ucm-dev/train")
+  parser.add_argument("--images", default=str(
+      Path(__file__).resolve().parents[2] / "shared" / "data" / "ucm-dev" / "train"))
   parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_input.json"))
   parser.add_argument("--batch_factor", type=float, default=1.0, help="scales the batch counts")
   args = parser.parse_args()

@@ -29,7 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-SCENE = "/work/shared/data/scenes/2019_YELL_2_528000_4978000_image_crop2.png"
+SCENE = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "scenes"
+            / "2019_YELL_2_528000_4978000_image_crop2.png")
 
 
 def _rss_mib(field: str) -> float:

@@ -8,8 +8,20 @@ session for the tests that need checkpoints.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
+import os
 import pathlib
+import shutil
+import tempfile
+
+# One persistent XLA compilation cache for the session, set before JAX starts: the subprocesses
+# (command-line runs, notebook kernels) and the tests compile the same small programs again.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix="neurop_jax_test_xla_cache_")
+  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+  os.environ.update(JAX_COMPILATION_CACHE_DIR=_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 
 import jax.numpy as jnp
 import numpy as np

@@ -23,11 +23,9 @@ STEPS = ("--config.operator.num_steps=3", "--config.diffusion.num_steps=3")
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-  return dict(os.environ, JAX_PLATFORMS="cpu",
-              JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+def env():
+  """The subprocesses' environment: CPU, and conftest's session-wide compilation cache."""
+  return dict(os.environ, JAX_PLATFORMS="cpu")
 
 
 def _train(workdir: pathlib.Path, env: dict, *overrides: str) -> subprocess.CompletedProcess:
