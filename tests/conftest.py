@@ -18,9 +18,9 @@ import tempfile
 # One persistent XLA compilation cache for the session, set before JAX starts: the subprocesses
 # (command-line runs, notebook kernels) and the tests compile the same small programs again.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-  _CACHE = tempfile.mkdtemp(prefix="neurop_jax_test_xla_cache_")
-  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
-  os.environ.update(JAX_COMPILATION_CACHE_DIR=_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+  _XLA_CACHE = tempfile.mkdtemp(prefix="neurop_jax_test_xla_cache_")
+  atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+  os.environ.update(JAX_COMPILATION_CACHE_DIR=_XLA_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                     JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 
 import jax.numpy as jnp
@@ -38,6 +38,24 @@ FIXTURE_DIRS = {
 }
 
 
+def _require(name: str) -> pathlib.Path:
+  """The folder of fixture ``name``; skips the test where it is absent (tiny lives in ../shared)."""
+  if not FIXTURE_DIRS[name].exists():
+    pytest.skip(f"{FIXTURE_DIRS[name]} is absent (the tiny fixture lives in ../shared)")
+  return FIXTURE_DIRS[name]
+
+
+def load_io(name: str) -> dict[str, np.ndarray]:
+  """The reference arrays ``io.npz`` of fixture ``name`` (NCHW as the original wrote them)."""
+  with np.load(_require(name) / "io.npz") as io:
+    return {k: io[k] for k in io.files}
+
+
+def nhwc(a: np.ndarray) -> np.ndarray:
+  """An NCHW (or ``(..., C, H, W)``) array as NHWC."""
+  return np.moveaxis(a, -3, -1)
+
+
 class Fixture:
   """One fixture folder: the reference arrays (NHWC) and converted parameters."""
 
@@ -45,15 +63,13 @@ class Fixture:
     self.name = name
     self.dir = FIXTURE_DIRS[name]
     self.cfg = model_config(name)
-    with np.load(self.dir / "io.npz") as io:
-      self.io = {k: io[k] for k in io.files}
+    self.io = load_io(name)
     self.operator_params = convert_operator(read_state_dict(self.dir / "srno_state.npz"), self.cfg)
     self.unet_params = convert_unet(read_state_dict(self.dir / "unet_state.npz"), self.cfg)
 
   def image(self, key: str) -> jnp.ndarray:
     """An NCHW image array of io.npz as NHWC."""
-    a = self.io[key]
-    return jnp.asarray(np.moveaxis(a, -3, -1))
+    return jnp.asarray(nhwc(self.io[key]))
 
   @property
   def params(self) -> dict:
@@ -65,8 +81,7 @@ _CACHE: dict[str, Fixture] = {}
 
 
 def load_fixture(name: str) -> Fixture:
-  if not FIXTURE_DIRS[name].exists():
-    pytest.skip(f"{FIXTURE_DIRS[name]} is absent (the tiny fixture lives in ../shared)")
+  _require(name)
   if name not in _CACHE:
     _CACHE[name] = Fixture(name)
   return _CACHE[name]
@@ -80,6 +95,11 @@ def fixture(request) -> Fixture:
 
 def max_abs_diff(a, b) -> float:
   return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+def rel_err(actual, reference: np.ndarray) -> float:
+  """max |actual - reference| relative to max |reference|."""
+  return max_abs_diff(actual, reference) / float(np.max(np.abs(reference)))
 
 
 def load_config(name: str, arg: str | None = None):

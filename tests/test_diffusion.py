@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import load_io, nhwc
 from neurop_jax import diffusion
-
-MICRO = Path(__file__).resolve().parent / "fixtures" / "micro" / "io.npz"
-
 
 @pytest.fixture(scope="module")
 def io() -> dict[str, np.ndarray]:
-  return dict(np.load(MICRO))
-
-
-def nhwc(a: np.ndarray) -> np.ndarray:
-  return np.moveaxis(a, -3, -1)
+  return load_io("micro")
 
 
 def test_linear_schedule_equals_the_original(io):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import Fixture, load_fixture, max_abs_diff
+from conftest import Fixture, load_fixture, max_abs_diff, nhwc, rel_err
 from neurop_jax import inference
 from neurop_jax.models import NeurOpDiff, make_model, make_operator, make_unet
 
@@ -22,14 +22,6 @@ class CountingModel(NeurOpDiff):
   def prior(self, lr: jnp.ndarray, coord: jnp.ndarray, cell: jnp.ndarray) -> jnp.ndarray:
     TRACES.append(lr.shape)
     return super().prior(lr, coord, cell)
-
-
-def nhwc(a: np.ndarray) -> np.ndarray:
-  return np.moveaxis(a, -3, -1)
-
-
-def rel_err(actual: jax.Array, reference: np.ndarray) -> float:
-  return max_abs_diff(actual, reference) / float(np.max(np.abs(reference)))
 
 
 @functools.lru_cache(maxsize=None)

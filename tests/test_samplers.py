@@ -3,40 +3,22 @@
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import load_io, nhwc, rel_err
 from neurop_jax import samplers
 from neurop_jax.diffusion import make_schedule
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 SCHEDULE = make_schedule()
-
-
-def _load(name: str) -> dict[str, np.ndarray]:
-  if name == "micro":
-    return dict(np.load(REPO / "tests" / "fixtures" / "micro" / "io.npz"))
-  if not SHARED.exists():
-    pytest.skip("../shared is absent")
-  return dict(np.load(SHARED / "fixtures" / name / "io.npz"))
 
 
 @pytest.fixture(scope="module", params=["micro", "tiny"])
 def io(request) -> dict[str, np.ndarray]:
-  return _load(request.param)
-
-
-def nhwc(a: np.ndarray) -> np.ndarray:
-  return np.moveaxis(a, -3, -1)
-
-
-def rel_err(actual: jax.Array, reference: np.ndarray) -> float:
-  return float(np.max(np.abs(np.asarray(actual) - reference)) / np.max(np.abs(reference)))
+  return load_io(request.param)
 
 
 def teacher(io: dict[str, np.ndarray]) -> samplers.EpsFn:
