@@ -11,7 +11,6 @@ ratio to the training step is left null: the lead fills it in from bench_train.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -21,6 +20,7 @@ from tqdm import tqdm
 
 from neurop_jax.data import (ImageFolderSource, default_data_config, diffusion_pipeline,
                              list_images, operator_pipeline)
+from record import write_record
 
 SETTINGS = (
     ("operator", "paper-size bench: batch 4, p 48",
@@ -73,9 +73,7 @@ def main() -> None:
                "ms, filled in from bench_train."),
       "results": results,
   }
-  Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-  Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
-  print(f"wrote {args.out}")
+  write_record(record, args.out)
 
 
 if __name__ == "__main__":

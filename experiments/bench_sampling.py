@@ -28,7 +28,6 @@ analysis of each program. Prints a table and writes experiments/results/bench_sa
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -45,6 +44,7 @@ from tqdm import tqdm
 from neurop_jax import inference, samplers
 from neurop_jax.coords import make_cell, make_coord
 from neurop_jax.models import NeurOpDiff, make_model, model_config
+from record import write_record
 
 MIB = 2**20
 
@@ -225,10 +225,7 @@ def main() -> None:
       "results": results,
   }
   default = f"bench_sampling{'_quick' if args.quick else ''}.json"
-  out = Path(args.out or Path(__file__).parent / "results" / default)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(record, indent=1) + "\n")
-  print(f"wrote {out}")
+  write_record(record, args.out or Path(__file__).parent / "results" / default)
 
 
 if __name__ == "__main__":

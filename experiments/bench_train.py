@@ -44,6 +44,7 @@ from neurop_jax.train_state import (create_train_state, make_optimizer, step_sch
 from neurop_jax.train_steps import (batch_sharding, compile_prior, compile_steps, data_mesh,
                                     diffusion_step, operator_step, query_grid, replicated,
                                     to_device)
+from record import write_record
 
 RESULTS = Path(__file__).parent / "results"
 GIB = 2.0 ** 30
@@ -230,9 +231,7 @@ def main() -> None:
                "batches/s x train s/step (input batches produced per train step, workers 0)."),
       "results": results,
   }
-  Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-  Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
-  print(f"wrote {args.out}")
+  write_record(record, args.out)
 
 
 if __name__ == "__main__":

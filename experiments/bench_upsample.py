@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from record import write_record
+
 SCENE = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "scenes"
             / "2019_YELL_2_528000_4978000_image_crop2.png")
 
@@ -123,9 +125,7 @@ def main() -> None:
   report = {"host": platform.node(), "cpus": os.cpu_count(), "backend": jax.default_backend(),
             "model": args.workdir or f"{args.model_preset} (random weights)",
             "runs": results}
-  Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-  Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-  print(f"wrote {args.out}")
+  write_record(report, args.out, indent=2)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from neurop_jax.data import build_sources  # noqa: E402
 from neurop_jax.inference import prior_only  # noqa: E402
 from neurop_jax.models import make_model  # noqa: E402
 from neurop_jax.validation import Validator  # noqa: E402
+from record import write_record  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -154,8 +155,7 @@ def main() -> None:
       "final_all_val": final,
       "beats_bicubic": bool(final["psnr"] > final["bicubic_psnr"]),
   }
-  Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-  Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+  write_record(record, args.out)
   title = (f"stage 1, {Path(args.config.partition(':')[0]).stem}, batch "
            f"{config.data.operator_batch_size} p{config.data.patch_size}; final on "
            f"{final['images']} val: {final['psnr']:.2f} vs bicubic {final['bicubic_psnr']:.2f} dB")
