@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
+
+from neurop_jax.atomic import write_text
 
 
 def write_record(record: dict, out: str | os.PathLike, indent: int = 1) -> None:
   """Write ``record`` as JSON to ``out`` (folders made as needed) and say so."""
-  out = Path(out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  tmp = out.with_name(f".{out.name}.tmp")
-  tmp.write_text(json.dumps(record, indent=indent) + "\n")
-  os.replace(tmp, out)
+  write_text(out, json.dumps(record, indent=indent) + "\n")
   print(f"wrote {out}")

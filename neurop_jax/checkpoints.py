@@ -11,12 +11,17 @@ trained with, so that a stage-2 checkpoint alone is a complete model. Each stage
 ``CheckpointManager`` keeping the ``keep`` latest steps and the best by validation PSNR (``metrics``
 of a step are written with the checkpoint of a validation). Orbax writes a step to a temporary
 folder and renames it when complete, so a run killed at any point leaves only whole checkpoints.
+A step damaged later (a file lost or truncated) raises ``DamagedCheckpointError`` when read;
+training then resumes from the newest step that restores and moves the damaged ones to
+``<workdir>/<stage>/damaged_checkpoints/`` (``set_aside``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,11 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+
+from neurop_jax import diffusion
+from neurop_jax.errors import InputError, MissingInputError
+from neurop_jax.logging_utils import quiet_orbax
+from neurop_jax.parameterization import Formulation
 
 BEST_METRIC = "psnr"
 
@@ -40,6 +50,7 @@ def stage_manager(directory: str | os.PathLike, keep: int = 2,
 
   Saves are synchronous: the next training step donates the state's buffers.
   """
+  quiet_orbax()
   best = lambda metrics: metrics[BEST_METRIC]
   policy = ocp.checkpoint_managers.AnyPreservationPolicy([
       ocp.checkpoint_managers.LatestN(n=keep),
@@ -67,16 +78,49 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, iterator: grain.
   manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
 
 
+class DamagedCheckpointError(InputError):
+  """A checkpoint step whose files cannot be read back (damaged, or of another model config)."""
+
+
+@contextlib.contextmanager
+def _reading(manager: ocp.CheckpointManager, step: int) -> Iterator[None]:
+  """Turns any failure to read ``step`` into one ``DamagedCheckpointError`` line."""
+  try:
+    yield
+  except Exception as err:  # Orbax, TensorStore and grain raise many types for damaged files.
+    detail = (str(err).strip().splitlines() or [""])[0][:200]
+    raise DamagedCheckpointError(
+        f"checkpoint step {step} in {manager.directory} cannot be read ({type(err).__name__}: "
+        f"{detail})") from err
+
+
 def restore_training(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
                      iterator: grain.DatasetIterator) -> Any:
   """The train state of ``step``, shaped and sharded like ``abstract_state``.
 
-  ``iterator`` is moved to the position it had at that step (in place).
+  ``iterator`` is moved to the position it had at that step (in place). Raises
+  ``DamagedCheckpointError`` when the step cannot be read.
   """
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state),
-      data=grain.checkpoint.CheckpointRestore(iterator)))
+  with _reading(manager, step):
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        data=grain.checkpoint.CheckpointRestore(iterator)))
   return restored["state"]
+
+
+def set_aside(directory: str | os.PathLike, step: int) -> Path:
+  """Moves step ``step`` of a checkpoint folder to ``<directory>/../damaged_checkpoints/``.
+
+  Nothing is deleted; returns where it went (``<step>``, or ``<step>.<n>`` if that is taken).
+  """
+  source = Path(directory) / str(step)
+  aside = Path(directory).parent / "damaged_checkpoints"
+  aside.mkdir(exist_ok=True)
+  target, n = aside / str(step), 1
+  while target.exists():
+    target, n = aside / f"{step}.{n}", n + 1
+  os.replace(source, target)
+  return target
 
 
 def _numpy_restore(item_dir: Path) -> ocp.args.PyTreeRestore:
@@ -89,9 +133,10 @@ def _numpy_restore(item_dir: Path) -> ocp.args.PyTreeRestore:
 def _restore_items(manager: ocp.CheckpointManager, step: int, names: tuple[str, ...]) -> dict:
   """Items of ``step`` as NumPy arrays (pytrees, as nested dicts) or JSON (config)."""
   step_dir = Path(manager.directory) / str(step)
-  args = {name: ocp.args.JsonRestore() if name == "config" else _numpy_restore(step_dir / name)
-          for name in names}
-  restored = manager.restore(step, args=ocp.args.Composite(**args))
+  with _reading(manager, step):
+    args = {name: ocp.args.JsonRestore() if name == "config" else _numpy_restore(step_dir / name)
+            for name in names}
+    restored = manager.restore(step, args=ocp.args.Composite(**args))
   return {name: restored[name] for name in names}
 
 
@@ -121,10 +166,10 @@ def chosen_step(manager: ocp.CheckpointManager, which: str = "best") -> int | No
   return manager.latest_step() if best is None else best
 
 
-def _missing(workdir: str | os.PathLike, what: str) -> FileNotFoundError:
-  return FileNotFoundError(
-      f"no {what} checkpoint under {Path(workdir).absolute()}: train one with\n"
-      f"  python -m neurop_jax.main --config configs/<dataset>.py --workdir {workdir}")
+def _missing(workdir: str | os.PathLike, what: str) -> MissingInputError:
+  return MissingInputError(
+      f"no {what} checkpoint under {Path(workdir).absolute()}: train one with "
+      f"`python -m neurop_jax.main --config configs/<dataset>.py --workdir {workdir}`")
 
 
 def restore_operator(workdir: str | os.PathLike, which: str = "best"
@@ -146,6 +191,26 @@ def restore_operator(workdir: str | os.PathLike, which: str = "best"
   items = _restore_items(manager, step, ("state", "config"))
   model_cfg = _model_config(items["config"])
   return model_cfg, items["state"]["ema_params"], step
+
+
+def restore_sampling(workdir: str | os.PathLike, which: str = "best"
+                     ) -> tuple[diffusion.Schedule, Formulation]:
+  """The noise schedule and formulation a run's stage 2 trained with: sample with these.
+
+  ``(schedule, formulation)`` of the config saved with the chosen stage-2 step (``which`` as
+  ``restore_inference_params``); the paper's (the original linear schedule, eps-prediction on the
+  image) when the workdir has no stage-2 checkpoint or its config predates the formulation fields.
+  """
+  directory = checkpoint_dir(workdir, "diffusion")
+  step = None
+  if directory.is_dir():
+    manager = stage_manager(directory, read_only=True)
+    step = chosen_step(manager, which)
+  if step is None:
+    return diffusion.make_schedule(), Formulation()
+  saved = ml_collections.ConfigDict(
+      _as_tuples(_restore_items(manager, step, ("config",))["config"]["diffusion"]))
+  return diffusion.schedule_from_config(saved), Formulation.from_config(saved)
 
 
 def restore_inference_params(workdir: str | os.PathLike, which: str = "best"

@@ -81,6 +81,8 @@ def base_config(preset: str = "paper", stage: str = "all") -> ml_collections.Con
       or checkpoint folder of ours, or an original SRNO / NeurOp-Diff file (.pth, .npz) read
       with ``neurop_jax.convert``.
     val_sampler, val_steps, val_skip: the sampler of validation (DPM-Solver++ 10 steps).
+    val_lpips: also measure LPIPS of the samples, the prior and bicubic at validation (needs the
+      ``lpips`` extra; skipped with a warning when it is not installed).
   Evaluation (``--mode evaluate``): ``evaluate``, ``neurop_jax.evaluate.default_evaluate_config``
   fields (scales, methods, sampler, steps, images, crops).
   """
@@ -100,6 +102,7 @@ def base_config(preset: str = "paper", stage: str = "all") -> ml_collections.Con
   config.diffusion.update(_loop_fields(
       num_steps=1_000_000, ema_decay=0.999, learning_rates=PAPER_DIFFUSION_LRS,
       learning_rate_every=100_000, prior_checkpoint="", val_images=4, val_sampler="dpm_solver_pp",
-      val_steps=10, val_skip="logsnr", eval_every=10_000, checkpoint_every=5000))
+      val_steps=10, val_skip="logsnr", val_lpips=True, eval_every=10_000,
+      checkpoint_every=5000))
   config.evaluate = default_evaluate_config()
   return config

@@ -1,15 +1,21 @@
 """Load original NeurOp-Diff / SRNO PyTorch checkpoints into neurop_jax parameters.
 
 Accepted inputs:
-- an SRNO checkpoint ``{'model': state_dict}``;
+- a checkpoint of SRNO's own repository, ``{'model': {'name': 'srno', 'args': {...}, 'sd':
+  state_dict}, 'optimizer': ..., 'epoch': ...}``: its ``args`` (width, blocks = heads, encoder)
+  are checked against the model config first;
+- an SRNO state dict ``{'model': state_dict}`` or a bare one;
 - a diffusion checkpoint ``[model_state, optimizer_state, epoch, step, ema_shadow]`` whose keys are
   ``srno.*`` and ``Unet.*``; the EMA shadow, when present, replaces the weights it holds (the frozen
   operator is usually not in it);
-- a plain state dict, or any name -> array mapping such as an ``.npz`` file.
+- a bare UNet state dict (``noise_level_mlp.*``, ``downs.*``, ... without the ``Unet.`` prefix),
+  recognised by its names;
+- any of these as a name -> array mapping such as an ``.npz`` file.
 
 ``.pth`` files need PyTorch (``pip install neurop_jax[torch]``); it is imported only to read them,
 with ``weights_only=True``. Conversion checks every name and shape against the model config and
-raises one error listing all missing, unexpected and mis-shaped entries.
+raises one error (one line) with the counts of missing, unexpected and mis-shaped entries and the
+first few of each.
 """
 
 from __future__ import annotations
@@ -54,6 +60,11 @@ _UNET_RULES = (
 
 _LEAF_NAMES = {"weight": ("kernel", "scale"), "bias": ("bias", "shift")}
 
+# Top-level module names of a bare UNet state dict (the original's UNet class).
+_UNET_MODULES = ("noise_level_mlp", "downs", "mid", "ups", "final_conv")
+# How many names of each kind a mismatch error shows.
+_SHOWN = 3
+
 
 class CheckpointMismatchError(ValueError):
   """The checkpoint's names or shapes do not fit the configured model."""
@@ -81,17 +92,41 @@ def _flatten_checkpoint(obj: Any) -> dict[str, np.ndarray]:
     return state
   if isinstance(obj, Mapping):
     if "model" in obj and isinstance(obj["model"], Mapping):
-      return _strip_prefix(obj["model"])
+      model = obj["model"]
+      return _strip_prefix(model["sd"] if isinstance(model.get("sd"), Mapping) else model)
     return _strip_prefix(obj)
   raise CheckpointMismatchError(f"unsupported checkpoint structure: {type(obj).__name__}")
 
 
-def read_state_dict(source: str | os.PathLike | Mapping[str, Any] | list
-                    ) -> dict[str, np.ndarray]:
-  """A flat name -> NumPy array mapping from a ``.pth``/``.pt`` or ``.npz`` file, or from an
-  already loaded checkpoint object (a mapping, or the diffusion checkpoint's list)."""
+def _srno_spec(obj: Any) -> Mapping[str, Any] | None:
+  """The ``{'name', 'args', 'sd'}`` model spec of an SRNO-repository checkpoint, else None."""
+  model = obj.get("model") if isinstance(obj, Mapping) else None
+  return model if isinstance(model, Mapping) and isinstance(model.get("sd"), Mapping) else None
+
+
+def check_srno_args(obj: Any, cfg: ml_collections.ConfigDict) -> None:
+  """Raises ``CheckpointMismatchError`` when an SRNO-repository checkpoint's ``args`` (width,
+  blocks = attention heads, encoder) differ from the model config ``cfg``; other inputs pass."""
+  spec = _srno_spec(obj)
+  if spec is None:
+    return
+  if spec.get("name", "srno") != "srno":
+    raise CheckpointMismatchError(f"the checkpoint holds a {spec.get('name')!r} model, not SRNO")
+  args = spec.get("args") or {}
+  encoder = (args.get("encoder_spec") or {}).get("name")
+  found = {"width": args.get("width"), "heads": args.get("blocks"), "encoder": encoder}
+  wrong = [f"{field} {value} (config.model.operator.{field} is {cfg.operator[field]})"
+           for field, value in found.items() if value is not None and value != cfg.operator[field]]
+  if wrong:
+    raise CheckpointMismatchError(
+        "the SRNO checkpoint was trained with " + ", ".join(wrong) + ": use the matching model "
+        "preset or set those config.model.operator fields")
+
+
+def _load(source: str | os.PathLike | Mapping[str, Any] | list) -> Any:
+  """The checkpoint object of a file (``.pth``/``.pt`` or ``.npz``), or ``source`` itself."""
   if isinstance(source, (Mapping, list, tuple)):
-    return _flatten_checkpoint(source)
+    return source
   path = os.fspath(source)
   if not os.path.exists(path):
     raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -102,7 +137,20 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, Any] | list
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError as e:
     raise ImportError(f"reading {path} needs PyTorch: pip install 'neurop_jax[torch]'") from e
-  return _flatten_checkpoint(torch.load(path, map_location="cpu", weights_only=True))
+  return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_state_dict(source: str | os.PathLike | Mapping[str, Any] | list
+                    ) -> dict[str, np.ndarray]:
+  """A flat name -> NumPy array mapping from a ``.pth``/``.pt`` or ``.npz`` file, or from an
+  already loaded checkpoint object (a mapping, or the diffusion checkpoint's list)."""
+  return _flatten_checkpoint(_load(source))
+
+
+def _some(items: list[str]) -> str:
+  """``count: first, second, ...`` with at most ``_SHOWN`` names."""
+  shown = ", ".join(items[:_SHOWN]) + (", ..." if len(items) > _SHOWN else "")
+  return f"{len(items)} ({shown})"
 
 
 def _target_name(key: str, rules) -> str | None:
@@ -152,14 +200,12 @@ def _convert(state: Mapping[str, np.ndarray], template: Mapping[str, Any], rules
     filled[target] = jnp.asarray(fitted, dtype=flat_target[target].dtype)
   missing = sorted(set(flat_target) - matched)
   if missing or unexpected or misshaped:
-    lines = [f"the {what} checkpoint does not fit the configured model:"]
-    for title, items in (("missing", missing), ("unexpected", unexpected),
-                         ("mis-shaped", misshaped)):
-      if items:
-        lines.append(f"  {title} ({len(items)}): " + ", ".join(items))
-    lines.append("  check that the model config (encoder, width, heads, UNet channels) matches "
-                 "the checkpoint")
-    raise CheckpointMismatchError("\n".join(lines))
+    parts = [f"{title} {_some(items)}" for title, items in (
+        ("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if items]
+    raise CheckpointMismatchError(
+        f"the {what} checkpoint does not fit the configured model: " + "; ".join(parts)
+        + ". Check that the model config (--model-preset; encoder, width, heads, UNet channels) "
+        "matches the checkpoint")
   return traverse_util.unflatten_dict({tuple(k.split(".")): v for k, v in filled.items()})
 
 
@@ -191,11 +237,16 @@ def convert_checkpoint(source: str | os.PathLike | Mapping[str, Any] | list,
                        cfg: ml_collections.ConfigDict) -> dict:
   """Parameters from an original checkpoint: ``{'operator': ..., 'unet': ...}``.
 
-  ``'unet'`` is absent for an SRNO-only checkpoint. ``source`` is a file path or a mapping; see the
-  module docstring for the structures accepted.
+  ``'unet'`` is absent for an SRNO-only checkpoint and ``'operator'`` for a bare UNet state dict.
+  ``source`` is a file path or a mapping; see the module docstring for the structures accepted.
   """
-  state = read_state_dict(source)
+  obj = _load(source)
+  check_srno_args(obj, cfg)
+  state = _flatten_checkpoint(obj)
   if not any(k.startswith(("srno.", "Unet.")) for k in state):
+    unet_keys = sum(k.split(".", 1)[0] in _UNET_MODULES for k in state)
+    if unet_keys > len(state) / 2:
+      return {"unet": convert_unet(state, cfg)}
     return {"operator": convert_operator(state, cfg)}
   parts = {"srno.": {}, "Unet.": {}}
   stray = []
@@ -207,7 +258,7 @@ def convert_checkpoint(source: str | os.PathLike | Mapping[str, Any] | list,
       parts[prefix][key[len(prefix):]] = value
   if stray:
     raise CheckpointMismatchError(
-        f"a diffusion checkpoint holds only srno.* and Unet.* names; unexpected ({len(stray)}): "
-        + ", ".join(sorted(stray)))
+        "a diffusion checkpoint holds only srno.* and Unet.* names; unexpected "
+        + _some(sorted(stray)))
   return {"operator": convert_operator(parts["srno."], cfg),
           "unet": convert_unet(parts["Unet."], cfg)}

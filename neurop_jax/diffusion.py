@@ -98,10 +98,15 @@ def default_diffusion_config() -> ml_collections.ConfigDict:
   """The diffusion settings of the paper, every field documented.
 
   Fields:
+    target: what the UNet predicts: 'eps' (the noise, the paper), 'x0' (the clean sample) or 'v'
+      (Salimans and Ho 2022); see ``neurop_jax.parameterization``.
+    space: what is diffused: 'image' (the HR image, the paper) or 'residual' (HR - prior, times
+      ``residual_scale``; the sample is prior + residual / residual_scale).
+    residual_scale: the factor of the residual in 'residual' space (1 = unscaled).
     schedule: 'linear' (the original), 'quad' or 'cosine' (Nichol & Dhariwal).
     num_timesteps: ``T``, the number of discrete steps (2000).
     beta_start, beta_end: the beta range of 'linear' and 'quad' (1e-6, 0.01); unused by 'cosine'.
-    loss: 'l1' (the original: mean |eps - eps_pred|) or 'l2' (mean squared error).
+    loss: 'l1' (the original: mean |target - prediction|) or 'l2' (mean squared error).
     per_sample_t: False draws one step t per batch, as the original; True one per sample.
     sampler: 'ddim' (the original), 'ddpm' (ancestral) or 'dpm_solver_pp' (DPM-Solver++(2M)).
     steps: the number of timesteps S of the sampling sequence (50 in the paper).
@@ -111,7 +116,7 @@ def default_diffusion_config() -> ml_collections.ConfigDict:
       10 to 20 steps with it).
   """
   return ml_collections.ConfigDict(dict(
-      schedule="linear", num_timesteps=2000, beta_start=1e-6, beta_end=0.01, loss="l1",
+      target="eps", space="image", residual_scale=1.0, schedule="linear", num_timesteps=2000, beta_start=1e-6, beta_end=0.01, loss="l1",
       per_sample_t=False, sampler="ddim", steps=50, eta=0.0, skip="uniform"))
 
 
@@ -175,8 +180,11 @@ LOSSES: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
-def diffusion_loss(eps_pred: jax.Array, eps: jax.Array, kind: str = "l1") -> jax.Array:
-  """The noise-prediction loss, a scalar: mean |eps - eps_pred| ('l1') or its square ('l2')."""
+def diffusion_loss(pred: jax.Array, target: jax.Array, kind: str = "l1") -> jax.Array:
+  """The regression loss, a scalar: mean |target - pred| ('l1') or its square ('l2').
+
+  ``target`` is eps for the paper (see ``parameterization.regression_target``).
+  """
   if kind not in LOSSES:
     raise ValueError(f"unknown loss {kind!r}: choose one of {tuple(LOSSES)}")
-  return jnp.mean(LOSSES[kind](eps - eps_pred))
+  return jnp.mean(LOSSES[kind](target - pred))

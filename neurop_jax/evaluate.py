@@ -44,9 +44,10 @@ from absl import logging
 from tqdm.auto import tqdm
 
 from neurop_jax import inference
-from neurop_jax.checkpoints import restore_inference_params
+from neurop_jax.atomic import atomic_path, write_text
+from neurop_jax.errors import InputError
+from neurop_jax.checkpoints import restore_inference_params, restore_sampling
 from neurop_jax.data import build_sources, downsample, eval_batches, write_image
-from neurop_jax.diffusion import schedule_from_config
 from neurop_jax.logging_utils import image_grid
 from neurop_jax.metrics import PROTOCOLS, compute_metrics
 from neurop_jax.models import make_model
@@ -91,32 +92,32 @@ def evaluate_settings(config: ml_collections.ConfigDict) -> ml_collections.Confi
     settings.update(config.evaluate.to_dict())
   scales = tuple(settings.scales)
   if not scales:
-    raise ValueError("config.evaluate.scales is empty: give at least one scale, e.g. (4.0,)")
+    raise InputError("config.evaluate.scales is empty: give at least one scale, e.g. (4.0,)")
   for scale in scales:
     if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-      raise ValueError(f"config.evaluate.scales holds {scale!r}: scales must be numbers")
+      raise InputError(f"config.evaluate.scales holds {scale!r}: scales must be numbers")
     if not math.isfinite(scale) or scale <= 1:
-      raise ValueError(f"config.evaluate.scales holds {scale}: every scale must be a finite number "
+      raise InputError(f"config.evaluate.scales holds {scale}: every scale must be a finite number "
                        "> 1 (NeurOp-Diff upsamples)")
   settings.scales = tuple(float(s) for s in scales)
   unknown = [m for m in settings.methods if m not in METHODS]
   if unknown or not settings.methods:
-    raise ValueError(f"config.evaluate.methods={tuple(settings.methods)}: choose a non-empty "
+    raise InputError(f"config.evaluate.methods={tuple(settings.methods)}: choose a non-empty "
                      f"subset of {METHODS}")
   if settings.split not in SPLITS:
-    raise ValueError(f"config.evaluate.split must be one of {SPLITS}, got {settings.split!r}")
+    raise InputError(f"config.evaluate.split must be one of {SPLITS}, got {settings.split!r}")
   if settings.which not in ("best", "latest"):
-    raise ValueError(f"config.evaluate.which must be 'best' or 'latest', got {settings.which!r}")
+    raise InputError(f"config.evaluate.which must be 'best' or 'latest', got {settings.which!r}")
   if settings.sampler not in SAMPLERS:
-    raise ValueError(f"config.evaluate.sampler must be one of {tuple(SAMPLERS)}, got "
+    raise InputError(f"config.evaluate.sampler must be one of {tuple(SAMPLERS)}, got "
                      f"{settings.sampler!r}")
   if settings.skip and settings.skip not in SKIPS:
-    raise ValueError(f"config.evaluate.skip must be '' or one of {tuple(SKIPS)}, got "
+    raise InputError(f"config.evaluate.skip must be '' or one of {tuple(SKIPS)}, got "
                      f"{settings.skip!r}")
   if settings.steps < 1 or settings.num_images < 0 or settings.crop_images < 0:
-    raise ValueError("config.evaluate: steps must be >= 1, num_images and crop_images >= 0")
+    raise InputError("config.evaluate: steps must be >= 1, num_images and crop_images >= 0")
   if settings.crop_size < 1:
-    raise ValueError(f"config.evaluate.crop_size must be >= 1, got {settings.crop_size}")
+    raise InputError(f"config.evaluate.crop_size must be >= 1, got {settings.crop_size}")
   return settings
 
 
@@ -142,13 +143,6 @@ def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
   h, w = min(size, image.shape[0]), min(size, image.shape[1])
   top, left = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
   return image[top:top + h, left:left + w]
-
-
-def _write_text(path: Path, text: str) -> None:
-  """Writes ``text`` to ``path`` through a temporary file in the same folder (atomic)."""
-  tmp = path.with_name(f".{path.name}.tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)
 
 
 def _scale_tag(scale: float, s_max: float) -> str:
@@ -215,9 +209,8 @@ def plot_metrics(report: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("scale")
   fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center",
              ncols=len(methods) + 1)
-  tmp = path.with_name(f".{path.name}.tmp")
-  fig.savefig(tmp, format="png", dpi=100)
-  os.replace(tmp, path)
+  with atomic_path(path) as tmp:
+    fig.savefig(tmp, format="png", dpi=100)
 
 
 def _means(per_image: dict[str, dict[str, list[float]]], scale: float) -> list[dict[str, Any]]:
@@ -230,8 +223,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
   """Evaluates the run in ``workdir`` with ``config.evaluate``; writes ``<workdir>/eval/``.
 
   Args:
-    config: the run's config: ``data`` (images, split, ``s_max``), ``diffusion`` (the noise
-      schedule) and ``evaluate`` (``default_evaluate_config`` fields; the defaults if absent).
+    config: the run's config: ``data`` (images, split, ``s_max``) and ``evaluate`` (``default_evaluate_config`` fields; the defaults if absent).
     workdir: a training workdir with at least a stage-1 checkpoint.
 
   Returns:
@@ -257,8 +249,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
   source = build_sources(config.data)[settings.split]
   source = Subset(source, evenly_spaced(len(source), settings.num_images))
   if not len(source):
-    raise ValueError(f"the {settings.split} split of config.data has no images")
-  schedule = schedule_from_config(config.diffusion)
+    raise InputError(f"the {settings.split} split of config.data has no images")
+  schedule, formulation = restore_sampling(workdir, settings.which)
   key = jax.random.key(settings.seed)
   out_dir = Path(workdir) / "eval"
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -280,7 +272,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
         rng = jax.random.fold_in(jax.random.fold_in(key, scale_index), index)
         outputs["diffusion"] = inference.super_resolve(
             model, params, lr, out_shape=hr_hw, rng=rng, sampler=settings.sampler,
-            steps=settings.steps, eta=settings.eta, skip=settings.skip or None, schedule=schedule)
+            steps=settings.steps, eta=settings.eta, skip=settings.skip or None, schedule=schedule,
+            formulation=formulation)
       outputs = {k: np.asarray(v, np.float32) for k, v in outputs.items()}
       for method in methods:
         for name, value in measure(outputs[method], hr, scale, settings.lpips).items():
@@ -300,10 +293,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
   report = {"workdir": str(Path(workdir).absolute()), "settings": settings.to_dict(),
             "s_max": float(config.data.s_max), "num_images": len(source), "names": names,
             "skipped": skipped, "results": results, "per_image": per_image_all}
-  _write_text(out_dir / "results.json", json.dumps(report, indent=1) + "\n")
-  _write_text(out_dir / "results.csv", results_csv(report))
+  write_text(out_dir / "results.json", json.dumps(report, indent=1) + "\n")
+  write_text(out_dir / "results.csv", results_csv(report))
   markdown = results_markdown(report)
-  _write_text(out_dir / "results.md", markdown)
+  write_text(out_dir / "results.md", markdown)
   plot_metrics(report, out_dir / "metrics_vs_scale.png")
   logging.info("evaluation written to %s\n%s", out_dir, markdown)
   return report

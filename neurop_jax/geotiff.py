@@ -8,12 +8,13 @@ Other profile entries (compression, nodata, tags) are kept; the pixels are 8-bit
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from neurop_jax.atomic import atomic_path
 
 GEO_EXTRA = "pip install 'neurop_jax[geo]'"
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -81,17 +82,7 @@ def write_geotiff(path: str | os.PathLike, pixels: np.ndarray, profile: dict[str
                      f"{pixels.shape}")
   profile = dict(profile, driver="GTiff", height=pixels.shape[0], width=pixels.shape[1])
   tags = profile.pop("tags", {})
-  path.parent.mkdir(parents=True, exist_ok=True)
-  handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-  os.close(handle)
-  umask = os.umask(0)
-  os.umask(umask)
-  try:
+  with atomic_path(path) as tmp:
     with rasterio.open(tmp, "w", **profile) as dst:
       dst.write(np.moveaxis(pixels, -1, 0))
       dst.update_tags(**tags)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise

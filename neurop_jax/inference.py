@@ -38,7 +38,8 @@ import numpy as np
 from neurop_jax.coords import make_cell, make_coord
 from neurop_jax.diffusion import Schedule, make_schedule
 from neurop_jax.models import NeurOpDiff
-from neurop_jax.samplers import SAMPLERS, Trajectory, sample, timestep_sequence
+from neurop_jax.parameterization import Formulation
+from neurop_jax.samplers import SAMPLERS, NetFn, Trajectory, sample, timestep_sequence
 
 DEFAULT_SKIP: dict[str, str] = {"ddim": "uniform", "ddpm": "uniform", "dpm_solver_pp": "logsnr"}
 
@@ -46,6 +47,14 @@ RANGE_TOLERANCE = 0.1
 """How far outside [0, 1] concrete ``lr`` values may lie: bicubic downsampling (as
 ``neurop_jax.data.degrade`` and PIL do it) overshoots slightly and the model was trained on such
 inputs; anything further (uint8 in 0..255, [-1, 1] images) is an error."""
+
+MAX_OUTPUT_PIXELS = 2048 * 2048
+"""The largest output ``B * H * W`` the untiled API accepts (a 512x512 image at x4). The prior's
+Galerkin attention holds several width-256 float32 feature maps of the output size at once, over
+2 KB per output pixel (a 3200x3200 output exhausted 20 GB), and the UNet more: beyond this bound
+a machine's memory, not the model, decides whether a call survives. Larger outputs go through
+``neurop_jax.tiled.super_resolve_tiled`` (or ``python -m neurop_jax.upsample``), whose memory
+depends on the tile, not the scene."""
 
 Resolver = Callable[[dict, jax.Array, jax.Array], jax.Array]
 
@@ -61,8 +70,8 @@ def output_size(lr_shape: Sequence[int], *, scale: float | None = None,
   """The HR size ``(H, W)`` for an ``lr`` of shape ``(B, h, w, 3)`` and exactly one of the two.
 
   ``scale`` gives ``(round(h * scale), round(w * scale))``; ``out_shape`` is ``(H, W)`` itself.
-  Raises ValueError when both or neither are given, when ``scale`` is not a finite number > 0 or
-  when the output is smaller than the input.
+  Raises ValueError when both or neither are given, when ``scale`` is not a finite number > 0
+  or when the output is smaller than the input.
   """
   if (scale is None) == (out_shape is None):
     raise ValueError("give exactly one of scale (e.g. scale=4) and out_shape (e.g. out_shape=(256, "
@@ -83,12 +92,26 @@ def output_size(lr_shape: Sequence[int], *, scale: float | None = None,
   return out_h, out_w
 
 
+def untiled_output_size(lr_shape: Sequence[int], *, scale: float | None = None,
+                        out_shape: Sequence[int] | None = None) -> tuple[int, int]:
+  """``output_size``, also refusing outputs of more than ``MAX_OUTPUT_PIXELS`` (ValueError)."""
+  out_h, out_w = output_size(lr_shape, scale=scale, out_shape=out_shape)
+  if lr_shape[0] * out_h * out_w > MAX_OUTPUT_PIXELS:
+    raise ValueError(f"output {lr_shape[0]} x {out_h}x{out_w} exceeds MAX_OUTPUT_PIXELS "
+                     f"({MAX_OUTPUT_PIXELS}) of the untiled API: use neurop_jax.tiled."
+                     "super_resolve_tiled (bounded memory), a smaller scale or a smaller batch")
+  return out_h, out_w
+
+
 def check_layout(lr_shape: Sequence[int], dtype: jnp.dtype) -> None:
   """Raise ValueError unless ``lr_shape`` is NHWC RGB ``(B, h, w, 3)`` and ``dtype`` a float."""
   if len(lr_shape) != 4:
     hint = " (a single HWC image: pass lr[None])" if len(lr_shape) == 3 else ""
     raise ValueError(f"lr has shape {tuple(lr_shape)}: expected NHWC (B, h, w, 3){hint}")
   if lr_shape[-1] != 3:
+    if lr_shape[1] == 3:
+      raise ValueError(f"lr has shape {tuple(lr_shape)}, which looks like NCHW: images are NHWC "
+                       "(B, h, w, 3); transpose with lr.transpose(0, 2, 3, 1)")
     raise ValueError(f"lr has {lr_shape[-1]} channels, expected 3 (RGB): convert grayscale or RGBA "
                      "images to RGB first")
   if not jnp.issubdtype(dtype, jnp.floating):
@@ -98,13 +121,18 @@ def check_layout(lr_shape: Sequence[int], dtype: jnp.dtype) -> None:
 def check_images(lr: jax.Array | np.ndarray) -> None:
   """Raise ValueError unless ``lr`` is a float NHWC RGB batch ``(B, h, w, 3)`` in [0, 1].
 
-  The value range is checked only on concrete arrays (not under jit or vmap tracing), with
-  ``RANGE_TOLERANCE`` for bicubic overshoot; checking it waits for the array to be computed.
+  The values (finite, in range) are checked only on concrete arrays (not under jit or vmap
+  tracing), with ``RANGE_TOLERANCE`` for bicubic overshoot; checking them waits for the array to
+  be computed.
   """
   check_layout(lr.shape, lr.dtype)
   if isinstance(lr, jax.core.Tracer):
     return
   values = np.asarray(lr)
+  finite = np.isfinite(values)
+  if not finite.all():
+    raise ValueError(f"lr holds {int(values.size - finite.sum())} NaN or infinite values: fill "
+                     "them (e.g. with np.nan_to_num or the image's mean) before super-resolving")
   lo, hi = float(values.min()), float(values.max())
   if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
     raise ValueError(f"lr values span [{lo:.3g}, {hi:.3g}]: images must be in [0, 1]; divide uint8 "
@@ -131,27 +159,52 @@ def compute_prior(model: NeurOpDiff, params: dict, lr: jax.Array,
   return model.apply(params, lr.astype(jnp.float32) * 2 - 1, coord, cell, method=model.prior)
 
 
+def sample_conditioned(net_fn: NetFn, prior: jax.Array, x_T: jax.Array, rng: jax.Array, *,
+                       schedule: Schedule, formulation: Formulation = Formulation(),
+                       sampler: str = "ddim", steps: int = 50, eta: jax.Array | float = 0.0,
+                       skip: str = "uniform", timesteps: Sequence[int] | None = None,
+                       return_trajectory: bool = False
+                       ) -> jax.Array | tuple[jax.Array, Trajectory]:
+  """Reverse diffusion of any conditioned network in ``formulation``'s space, as an image.
+
+  ``net_fn(x_t, g)`` is the network closed over its parameters and ``prior`` ``(B, H, W, 3)``
+  (the [-1, 1] scale); ``x_T`` ``(B, H, W, 3)`` standard normal. The sampler runs in the
+  formulation's space (image or scaled residual) with its target; the result is
+  ``formulation.to_image``: ``(B, H, W, 3)`` in [-1, 1], clipped. A trajectory, if asked, is in
+  the diffusion space.
+  """
+  out = sample(net_fn, x_T, rng, schedule=schedule, sampler=sampler, steps=steps, eta=eta,
+               skip=skip, timesteps=timesteps, target=formulation.target,
+               clip=formulation.space == "image", return_trajectory=return_trajectory)
+  if return_trajectory:
+    return formulation.to_image(out[0], prior), out[1]
+  return formulation.to_image(out, prior)
+
+
 def sample_given_prior(model: NeurOpDiff, params: dict, prior: jax.Array, x_T: jax.Array,
-                       rng: jax.Array, *, schedule: Schedule, sampler: str = "ddim",
+                       rng: jax.Array, *, schedule: Schedule,
+                       formulation: Formulation = Formulation(), sampler: str = "ddim",
                        steps: int = 50, eta: jax.Array | float = 0.0, skip: str = "uniform",
                        timesteps: Sequence[int] | None = None, return_trajectory: bool = False
                        ) -> jax.Array | tuple[jax.Array, Trajectory]:
   """Reverse diffusion from ``x_T`` conditioned on a precomputed ``prior``: one ``lax.scan``.
 
   Args:
-    model: the NeurOp-Diff module (its ``denoise`` is the noise predictor).
+    model: the NeurOp-Diff module (its ``denoise`` is the network).
     params: ``{'params': {'operator': ..., 'unet': ...}}`` (only the UNet's are read).
     prior: ``(B, H, W, 3)`` the operator's image in the [-1, 1] scale (``compute_prior``).
     x_T: ``(B, H, W, 3)`` standard normal start noise.
     rng: a PRNG key for the stochastic samplers.
+    formulation: what the UNet predicts and in which space it diffuses (the paper: eps, image).
     schedule, sampler, steps, eta, skip, timesteps, return_trajectory: as ``samplers.sample``.
 
   Returns:
-    ``(B, H, W, 3)`` the sample in [-1, 1] (clipped), and the ``Trajectory`` if asked.
+    ``(B, H, W, 3)`` the image in [-1, 1] (clipped), and the ``Trajectory`` if asked.
   """
-  eps_fn = lambda x, g: model.apply(params, x, g, prior, method=model.denoise)
-  return sample(eps_fn, x_T, rng, schedule=schedule, sampler=sampler, steps=steps, eta=eta,
-                skip=skip, timesteps=timesteps, return_trajectory=return_trajectory)
+  net_fn = lambda x, g: model.apply(params, x, g, prior, method=model.denoise)
+  return sample_conditioned(net_fn, prior, x_T, rng, schedule=schedule, formulation=formulation,
+                            sampler=sampler, steps=steps, eta=eta, skip=skip, timesteps=timesteps,
+                            return_trajectory=return_trajectory)
 
 
 def _to_unit(x: jax.Array) -> jax.Array:
@@ -159,16 +212,19 @@ def _to_unit(x: jax.Array) -> jax.Array:
   return ((x.astype(jnp.float32) + 1) / 2).clip(0, 1)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "out_shape", "sampler", "timesteps"))
+@functools.partial(jax.jit, static_argnames=("model", "out_shape", "sampler", "timesteps",
+                                             "formulation"))
 def _super_resolve(model: NeurOpDiff, params: dict, lr: jax.Array, rng: jax.Array,
                    eta: jax.Array, schedule: Schedule, *, out_shape: tuple[int, int],
-                   sampler: str, timesteps: tuple[int, ...]) -> jax.Array:
+                   sampler: str, timesteps: tuple[int, ...],
+                   formulation: Formulation) -> jax.Array:
   """The pure, jitted body of ``super_resolve``: ``lr`` (B, h, w, 3) [0, 1] -> (B, H, W, 3) [0, 1]."""
   prior = compute_prior(model, params, lr, out_shape)
   x_T = jax.random.normal(jax.random.fold_in(rng, 0), prior.shape, jnp.float32)
-  x0 = sample_given_prior(model, params, prior, x_T, jax.random.fold_in(rng, 1), schedule=schedule,
-                          sampler=sampler, eta=eta, timesteps=timesteps)
-  return _to_unit(x0)
+  image = sample_given_prior(model, params, prior, x_T, jax.random.fold_in(rng, 1),
+                             schedule=schedule, formulation=formulation, sampler=sampler, eta=eta,
+                             timesteps=timesteps)
+  return _to_unit(image)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "out_shape"))
@@ -192,7 +248,8 @@ def _sampling_options(sampler: str, steps: int, eta: float | jax.Array, skip: st
 def super_resolve(model: NeurOpDiff, params: dict, lr: jax.Array, *, scale: float | None = None,
                   out_shape: tuple[int, int] | None = None, rng: jax.Array, sampler: str = "ddim",
                   steps: int = 50, eta: float | jax.Array = 0.0, skip: str | None = None,
-                  schedule: Schedule | None = None) -> jax.Array:
+                  schedule: Schedule | None = None,
+                  formulation: Formulation = Formulation()) -> jax.Array:
   """NeurOp-Diff super-resolution: ``lr`` ``(B, h, w, 3)`` in [0, 1] -> ``(B, H, W, 3)`` in [0, 1].
 
   The prior is computed once; then ``steps`` steps of ``sampler`` run in one ``lax.scan`` from
@@ -212,19 +269,23 @@ def super_resolve(model: NeurOpDiff, params: dict, lr: jax.Array, *, scale: floa
     skip: the timestep spacing; None = 'uniform' for 'ddim' and 'ddpm', 'logsnr' for
       'dpm_solver_pp'.
     schedule: the variance schedule; None = the original linear one (``default_schedule``).
+    formulation: what the UNet predicts and where it diffuses; the paper's (eps, image) by
+      default. A run's own: ``schedule, formulation = checkpoints.restore_sampling(workdir)``.
 
   Returns:
     ``(B, H, W, 3)`` float32 in [0, 1].
 
   Raises:
-    ValueError: on a bad ``lr`` (see ``check_images``), scale or out_shape (``output_size``), an
-      unknown sampler or skip, or eta != 0 with a sampler other than 'ddim'.
+    ValueError: on a bad ``lr`` (see ``check_images``), scale or out_shape
+      (``untiled_output_size``), an unknown sampler or skip, or eta != 0 with a sampler other than
+      'ddim'.
   """
   check_images(lr)
-  out_shape = output_size(lr.shape, scale=scale, out_shape=out_shape)
+  out_shape = untiled_output_size(lr.shape, scale=scale, out_shape=out_shape)
   timesteps, schedule, eta = _sampling_options(sampler, steps, eta, skip, schedule)
   return _super_resolve(model, params, jnp.asarray(lr, jnp.float32), _typed_key(rng), eta, schedule,
-                        out_shape=out_shape, sampler=sampler, timesteps=timesteps)
+                        out_shape=out_shape, sampler=sampler, timesteps=timesteps,
+                        formulation=formulation)
 
 
 def prior_only(model: NeurOpDiff, params: dict, lr: jax.Array, *, scale: float | None = None,
@@ -234,14 +295,15 @@ def prior_only(model: NeurOpDiff, params: dict, lr: jax.Array, *, scale: float |
   Arguments and validation as ``super_resolve``; only the operator's parameters are read.
   """
   check_images(lr)
-  out_shape = output_size(lr.shape, scale=scale, out_shape=out_shape)
+  out_shape = untiled_output_size(lr.shape, scale=scale, out_shape=out_shape)
   return _prior_only(model, params, jnp.asarray(lr, jnp.float32), out_shape=out_shape)
 
 
 def make_super_resolver(model: NeurOpDiff, *, lr_shape: Sequence[int], scale: float | None = None,
                         out_shape: tuple[int, int] | None = None, sampler: str = "ddim",
                         steps: int = 50, eta: float = 0.0, skip: str | None = None,
-                        schedule: Schedule | None = None) -> Resolver:
+                        schedule: Schedule | None = None,
+                        formulation: Formulation = Formulation()) -> Resolver:
   """A super-resolver ``(params, lr, rng) -> (B, H, W, 3)`` for inputs of shape ``lr_shape``.
 
   The shapes and options are validated and fixed once; every call runs the same compiled program
@@ -253,7 +315,7 @@ def make_super_resolver(model: NeurOpDiff, *, lr_shape: Sequence[int], scale: fl
   Args:
     model: ``make_model(cfg)``.
     lr_shape: ``(B, h, w, 3)``, the shape every ``lr`` will have.
-    scale, out_shape, sampler, steps, eta, skip, schedule: as ``super_resolve``.
+    scale, out_shape, sampler, steps, eta, skip, schedule, formulation: as ``super_resolve``.
 
   Returns:
     ``resolver(params, lr, rng)``: ``lr`` ``(B, h, w, 3)`` in [0, 1] -> float32 ``(B, H, W, 3)`` in
@@ -261,7 +323,7 @@ def make_super_resolver(model: NeurOpDiff, *, lr_shape: Sequence[int], scale: fl
   """
   lr_shape = tuple(int(n) for n in lr_shape)
   check_layout(lr_shape, jnp.float32)
-  hr_shape = output_size(lr_shape, scale=scale, out_shape=out_shape)
+  hr_shape = untiled_output_size(lr_shape, scale=scale, out_shape=out_shape)
   timesteps, schedule, eta = _sampling_options(sampler, steps, eta, skip, schedule)
 
   def resolver(params: dict, lr: jax.Array, rng: jax.Array) -> jax.Array:
@@ -270,6 +332,7 @@ def make_super_resolver(model: NeurOpDiff, *, lr_shape: Sequence[int], scale: fl
                        "make another resolver (or call super_resolve) for other shapes")
     check_images(lr)
     return _super_resolve(model, params, jnp.asarray(lr, jnp.float32), _typed_key(rng), eta,
-                          schedule, out_shape=hr_shape, sampler=sampler, timesteps=timesteps)
+                          schedule, out_shape=hr_shape, sampler=sampler, timesteps=timesteps,
+                          formulation=formulation)
 
   return resolver

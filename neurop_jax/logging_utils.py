@@ -23,14 +23,18 @@ from neurop_jax.data import write_image
 
 
 def _not_orbax_info(record: logging.LogRecord) -> bool:
-  return record.levelno >= logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+  if f"{os.sep}orbax{os.sep}" not in record.pathname:
+    return True
+  return (record.levelno >= logging.WARNING
+          and not record.getMessage().startswith("Given directory is read only"))
 
 
 def quiet_orbax() -> None:
   """Drops Orbax's INFO records (several per checkpoint written) from absl logging.
 
   Orbax logs through absl's single logger, so this filters by source file; its warnings and
-  every other module's records stay.
+  every other module's records stay, except the notice that a checkpoint folder opened for
+  reading is read only (we open it so on purpose).
   """
   absl_logger = absl_logging.get_absl_logger()
   if _not_orbax_info not in absl_logger.filters:

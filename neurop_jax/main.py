@@ -6,7 +6,8 @@
   python -m neurop_jax.main --mode evaluate --config configs/ucm.py --workdir runs/ucm
 
 ``--config.<field>=value`` overrides any field; the config is locked, so a misspelt field stops
-the run with an error naming it.
+the run with an error naming it. Bad data or settings (``errors.InputError``) print one line,
+``error: <what and the fix>``, and exit with status 1.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from neurop_jax import train
+from neurop_jax.errors import InputError
 
 FLAGS = flags.FLAGS
 
@@ -50,11 +52,14 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if FLAGS.mode == "train":
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  else:
-    from neurop_jax import evaluate  # Only evaluation runs need the evaluation module.
-    evaluate.evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    if FLAGS.mode == "train":
+      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    else:
+      from neurop_jax import evaluate  # Only evaluation runs need the evaluation module.
+      evaluate.evaluate(FLAGS.config, FLAGS.workdir)
+  except InputError as err:
+    sys.exit(f"error: {err}")
 
 
 if __name__ == "__main__":

@@ -1,20 +1,24 @@
 """Reverse-diffusion samplers, each one compiled program: a single ``jax.lax.scan`` over the steps.
 
-Every sampler takes a noise predictor ``eps_fn(x_t, noise_level) -> eps`` with ``x_t`` of shape
-``(B, H, W, C)`` in the [-1, 1] image scale and ``noise_level`` ``(B,)`` float32 = sqrt(alpha_bar),
-the SR3 continuous noise level (never a step index). The caller closes ``eps_fn`` over the network
-parameters and the prior, which is computed once, outside the loop::
+Every sampler takes the network as ``net_fn(x_t, noise_level) -> output`` with ``x_t`` of shape
+``(B, H, W, C)`` in the diffusion space (the [-1, 1] image, or the scaled residual, see
+``neurop_jax.parameterization``) and ``noise_level`` ``(B,)`` float32 = sqrt(alpha_bar), the SR3
+continuous noise level (never a step index). ``target`` ('eps', the paper; 'x0'; 'v') says what the
+output is; ``parameterization.split_prediction`` turns it into the pair ``(x0, eps)`` the updates
+use. The caller closes ``net_fn`` over the network parameters and the prior, which is computed
+once, outside the loop::
 
   prior = model.apply(params, lr, coord, cell, method=model.prior)
-  eps_fn = lambda x, g: model.apply(params, x, g, prior, method=model.denoise)
-  x0 = sample(eps_fn, x_T, rng, schedule=schedule, sampler="ddim", steps=50)
+  net_fn = lambda x, g: model.apply(params, x, g, prior, method=model.denoise)
+  x0 = sample(net_fn, x_T, rng, schedule=schedule, sampler="ddim", steps=50)
 
 A sampler walks a timestep sequence ``seq`` (increasing, e.g. range(0, T, T // S)) from its last
 element to its first: step ``k`` goes from ``i = seq[-1-k]`` to ``j``, the element before it (-1
-before 0, where alpha_bar = 1), so the last step lands on the clean image. alpha_bar[-1] = 1 is
+before 0, where alpha_bar = 1), so the last step lands on the clean sample. alpha_bar[-1] = 1 is
 handled by indexing ``concat([1], alpha_bar)`` at ``t + 1``, as the original's ``compute_alpha``.
 Randomness is ``jax.random.fold_in(rng, k)`` at step ``k``. ``steps``, ``skip``, ``sampler``,
-``timesteps`` and ``return_trajectory`` are static; everything works under jit and vmap.
+``target``, ``timesteps``, ``clip`` and ``return_trajectory`` are static; everything works under
+jit and vmap.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from neurop_jax.diffusion import Schedule
+from neurop_jax.parameterization import split_prediction
 
-EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
+NetFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 class Trajectory(NamedTuple):
@@ -101,47 +106,56 @@ def noise_level_at(schedule: Schedule, t: np.ndarray) -> jax.Array:
   return schedule.sqrt_alphas_cumprod_prev[np.asarray(t) + 1]
 
 
-def ddim_step(x: jax.Array, eps: jax.Array, a_i: jax.Array, a_j: jax.Array, eta: jax.Array | float,
-              z: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """One DDIM ("generalized") step from alpha_bar ``a_i`` to the less noisy ``a_j``.
+def ddim_update(x0: jax.Array, eps: jax.Array, a_i: jax.Array, a_j: jax.Array,
+                eta: jax.Array | float, z: jax.Array) -> jax.Array:
+  """The DDIM ("generalized") update from alpha_bar ``a_i`` to the less noisy ``a_j``.
 
-  x0 = (x - sqrt(1 - a_i) eps) / sqrt(a_i) (not clipped);
   c1 = eta sqrt((1 - a_i/a_j)(1 - a_j)/(1 - a_i)); c2 = sqrt(1 - a_j - c1^2) (the root's argument
-  floored at 0 against rounding);
-  x_next = sqrt(a_j) x0 + c1 z + c2 eps.
+  floored at 0 against rounding); x_next = sqrt(a_j) x0 + c1 z + c2 eps.
 
   Args:
-    x: ``(B, H, W, C)`` the current state.
-    eps: ``(B, H, W, C)`` the predicted noise at ``x``.
+    x0, eps: ``(B, H, W, C)`` the predicted clean sample and noise at the current state.
     a_i, a_j: scalars, alpha_bar of the current and next step (``a_j`` = 1 for the last step).
     eta: 0 = deterministic DDIM, 1 = the ancestral (DDPM posterior) variance.
     z: ``(B, H, W, C)`` standard normal noise, used when eta > 0.
 
   Returns:
-    ``(x_next, x0)``, both ``(B, H, W, C)``.
+    ``(B, H, W, C)`` x_next.
   """
-  x0 = (x - eps * jnp.sqrt(1 - a_i)) / jnp.sqrt(a_i)
   c1 = eta * jnp.sqrt((1 - a_i / a_j) * (1 - a_j) / (1 - a_i))
   c2 = jnp.sqrt(jnp.maximum(1 - a_j - c1**2, 0))
-  return jnp.sqrt(a_j) * x0 + c1 * z + c2 * eps, x0
+  return jnp.sqrt(a_j) * x0 + c1 * z + c2 * eps
 
 
-def ddpm_step(x: jax.Array, eps: jax.Array, a_i: jax.Array, a_j: jax.Array,
+def ddim_step(x: jax.Array, eps: jax.Array, a_i: jax.Array, a_j: jax.Array, eta: jax.Array | float,
               z: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """One ancestral step: a draw from the posterior q(x_j | x_i, x0) at the predicted x0.
+  """One DDIM step of a noise predictor (the original's): ``(x_next, x0)``, both ``(B, H, W, C)``.
+
+  x0 = (x - sqrt(1 - a_i) eps) / sqrt(a_i) (not clipped), then ``ddim_update``.
+  """
+  x0, eps = split_prediction("eps", eps, x, a_i)
+  return ddim_update(x0, eps, a_i, a_j, eta, z), x0
+
+
+def ddpm_update(x: jax.Array, x0: jax.Array, a_i: jax.Array, a_j: jax.Array,
+                z: jax.Array) -> jax.Array:
+  """One ancestral update: a draw from the posterior q(x_j | x_i, x0) at the predicted x0.
 
   For a pair of steps (i, j) with j < i, possibly several discrete steps apart, the effective
   beta = 1 - a_i/a_j; the posterior mean is
   sqrt(a_j) beta / (1 - a_i) x0 + sqrt(1 - beta) (1 - a_j) / (1 - a_i) x_i, and its variance
-  beta (1 - a_j) / (1 - a_i), which is 0 on the last step (a_j = 1). Shapes as ``ddim_step``.
-
-  Returns:
-    ``(x_next, x0)``, both ``(B, H, W, C)``.
+  beta (1 - a_j) / (1 - a_i), which is 0 on the last step (a_j = 1). Shapes as ``ddim_update``.
   """
-  x0 = (x - eps * jnp.sqrt(1 - a_i)) / jnp.sqrt(a_i)
   beta = 1 - a_i / a_j
   mean = (jnp.sqrt(a_j) * beta / (1 - a_i)) * x0 + (jnp.sqrt(1 - beta) * (1 - a_j) / (1 - a_i)) * x
-  return mean + jnp.sqrt(beta * (1 - a_j) / (1 - a_i)) * z, x0
+  return mean + jnp.sqrt(beta * (1 - a_j) / (1 - a_i)) * z
+
+
+def ddpm_step(x: jax.Array, eps: jax.Array, a_i: jax.Array, a_j: jax.Array,
+              z: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """One ancestral step of a noise predictor: ``(x_next, x0)``, see ``ddpm_update``."""
+  x0, _ = split_prediction("eps", eps, x, a_i)
+  return ddpm_update(x, x0, a_i, a_j, z), x0
 
 
 def _batch_level(x: jax.Array, g: jax.Array) -> jax.Array:
@@ -149,20 +163,22 @@ def _batch_level(x: jax.Array, g: jax.Array) -> jax.Array:
 
 
 def _finish(x: jax.Array, x_T: jax.Array, outputs: tuple[jax.Array, jax.Array] | None,
-            return_trajectory: bool) -> jax.Array | tuple[jax.Array, Trajectory]:
-  final = jnp.clip(x, -1, 1)
+            clip: bool, return_trajectory: bool) -> jax.Array | tuple[jax.Array, Trajectory]:
+  final = jnp.clip(x, -1, 1) if clip else x
   if not return_trajectory:
     return final
   xs, x0_preds = outputs
   return final, Trajectory(jnp.concatenate([x_T[None], xs]), x0_preds)
 
 
-def _ancestral_scan(step: Callable[[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array],
-                                   tuple[jax.Array, jax.Array]],
-                    eps_fn: EpsFn, x_T: jax.Array, rng: jax.Array, schedule: Schedule,
-                    timesteps: Sequence[int],
+# (x, x0, eps, a_i, a_j, z) -> x_next
+Update = Callable[[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+def _ancestral_scan(update: Update, net_fn: NetFn, x_T: jax.Array, rng: jax.Array,
+                    schedule: Schedule, timesteps: Sequence[int], target: str, clip: bool,
                     return_trajectory: bool) -> jax.Array | tuple[jax.Array, Trajectory]:
-  """Scan ``step(x, eps, a_i, a_j, z) -> (x_next, x0)`` over the pairs of ``timesteps``."""
+  """Scan ``update(x, x0, eps, a_i, a_j, z) -> x_next`` over the pairs of ``timesteps``."""
   t, t_next = timestep_pairs(timesteps)
   per_step = (jnp.arange(len(t)), noise_level_at(schedule, t), alpha_bar_at(schedule, t),
               alpha_bar_at(schedule, t_next))
@@ -170,44 +186,51 @@ def _ancestral_scan(step: Callable[[jax.Array, jax.Array, jax.Array, jax.Array, 
   def body(x, inputs):
     k, g, a_i, a_j = inputs
     z = jax.random.normal(jax.random.fold_in(rng, k), x.shape, x.dtype)
-    x_next, x0 = step(x, eps_fn(x, _batch_level(x, g)), a_i, a_j, z)
+    x0, eps = split_prediction(target, net_fn(x, _batch_level(x, g)), x, a_i)
+    x_next = update(x, x0, eps, a_i, a_j, z)
     return x_next, (x_next, x0) if return_trajectory else None
 
   x, outputs = jax.lax.scan(body, x_T, per_step)
-  return _finish(x, x_T, outputs, return_trajectory)
+  return _finish(x, x_T, outputs, clip, return_trajectory)
 
 
-def ddim_sample(eps_fn: EpsFn, x_T: jax.Array, rng: jax.Array, schedule: Schedule,
-                timesteps: Sequence[int], eta: jax.Array | float = 0.0,
+def ddim_sample(net_fn: NetFn, x_T: jax.Array, rng: jax.Array, schedule: Schedule,
+                timesteps: Sequence[int], eta: jax.Array | float = 0.0, target: str = "eps",
+                clip: bool = True,
                 return_trajectory: bool = False) -> jax.Array | tuple[jax.Array, Trajectory]:
   """DDIM ("generalized steps", the original's sampler) over ``timesteps``.
 
   Args:
-    eps_fn: the noise predictor, ``(x (B, H, W, C), g (B,)) -> eps (B, H, W, C)``.
+    net_fn: the network, ``(x (B, H, W, C), g (B,)) -> output (B, H, W, C)``.
     x_T: ``(B, H, W, C)`` standard normal start noise.
     rng: a PRNG key, used when eta > 0.
     schedule: the variance schedule.
     timesteps: the increasing timestep sequence (static), e.g. ``timestep_sequence(schedule, 50)``.
     eta: 0 = deterministic (the paper), 1 = ancestral variance.
+    target: what ``net_fn`` predicts, 'eps' (the paper), 'x0' or 'v' (static).
+    clip: clip the final sample to [-1, 1] (static; image space).
     return_trajectory: also return the ``Trajectory`` (static).
 
   Returns:
-    ``(B, H, W, C)`` the sample clipped to [-1, 1], and the trajectory if asked.
+    ``(B, H, W, C)`` the sample (clipped to [-1, 1] if ``clip``), and the trajectory if asked.
   """
-  step = lambda x, eps, a_i, a_j, z: ddim_step(x, eps, a_i, a_j, eta, z)
-  return _ancestral_scan(step, eps_fn, x_T, rng, schedule, timesteps, return_trajectory)
+  update = lambda x, x0, eps, a_i, a_j, z: ddim_update(x0, eps, a_i, a_j, eta, z)
+  return _ancestral_scan(update, net_fn, x_T, rng, schedule, timesteps, target, clip,
+                         return_trajectory)
 
 
-def ddpm_sample(eps_fn: EpsFn, x_T: jax.Array, rng: jax.Array, schedule: Schedule,
-                timesteps: Sequence[int],
+def ddpm_sample(net_fn: NetFn, x_T: jax.Array, rng: jax.Array, schedule: Schedule,
+                timesteps: Sequence[int], target: str = "eps", clip: bool = True,
                 return_trajectory: bool = False) -> jax.Array | tuple[jax.Array, Trajectory]:
   """Ancestral sampling (DDPM) over ``timesteps``: all T steps (range(T)) or a subsequence.
 
-  Each step draws from the posterior of the (possibly skipped) pair, see ``ddpm_step``; the
+  Each step draws from the posterior of the (possibly skipped) pair, see ``ddpm_update``; the
   network sees the continuous noise level sqrt(alpha_bar[t]). Arguments and result as
   ``ddim_sample``.
   """
-  return _ancestral_scan(ddpm_step, eps_fn, x_T, rng, schedule, timesteps, return_trajectory)
+  update = lambda x, x0, eps, a_i, a_j, z: ddpm_update(x, x0, a_i, a_j, z)
+  return _ancestral_scan(update, net_fn, x_T, rng, schedule, timesteps, target, clip,
+                         return_trajectory)
 
 
 def _dpm_solver_pp_coefficients(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -228,16 +251,17 @@ def _dpm_solver_pp_coefficients(a: jax.Array) -> tuple[jax.Array, jax.Array, jax
   return ratio, gain, w
 
 
-def dpm_solver_pp_sample(eps_fn: EpsFn, x_T: jax.Array, rng: jax.Array, schedule: Schedule,
-                         timesteps: Sequence[int], return_trajectory: bool = False
+def dpm_solver_pp_sample(net_fn: NetFn, x_T: jax.Array, rng: jax.Array, schedule: Schedule,
+                         timesteps: Sequence[int], target: str = "eps", clip: bool = True,
+                         return_trajectory: bool = False
                          ) -> jax.Array | tuple[jax.Array, Trajectory]:
   """DPM-Solver++(2M) (Lu et al. 2022): multistep second order, data prediction, VP.
 
-  Solves the probability-flow ODE from the last of ``timesteps`` down to the clean image using the
-  discrete alpha_bar of the schedule at those steps (the noise levels the network was trained on);
-  repeated timesteps are merged. x0 is predicted as in DDIM (not clipped); the first step and the
-  last (to alpha_bar = 1) are first order, where the update equals DDIM's. Deterministic: ``rng``
-  is not used. Arguments and result as ``ddim_sample``.
+  Solves the probability-flow ODE from the last of ``timesteps`` down to the clean sample using
+  the discrete alpha_bar of the schedule at those steps (the noise levels the network was trained
+  on); repeated timesteps are merged. x0 comes from ``split_prediction`` (not clipped); the first
+  step and the last (to alpha_bar = 1) are first order, where the update equals DDIM's.
+  Deterministic: ``rng`` is not used. Arguments and result as ``ddim_sample``.
   """
   del rng
   seq = np.unique(np.asarray(timesteps, dtype=np.int64))
@@ -249,13 +273,12 @@ def dpm_solver_pp_sample(eps_fn: EpsFn, x_T: jax.Array, rng: jax.Array, schedule
   def body(carry, inputs):
     x, x0_prev = carry
     g, a_i, ratio_k, gain_k, w_k = inputs
-    eps = eps_fn(x, _batch_level(x, g))
-    x0 = (x - eps * jnp.sqrt(1 - a_i)) / jnp.sqrt(a_i)
+    x0, _ = split_prediction(target, net_fn(x, _batch_level(x, g)), x, a_i)
     x_next = ratio_k * x + gain_k * (x0 + w_k * (x0 - x0_prev))
     return (x_next, x0), (x_next, x0) if return_trajectory else None
 
   (x, _), outputs = jax.lax.scan(body, (x_T, jnp.zeros_like(x_T)), per_step)
-  return _finish(x, x_T, outputs, return_trajectory)
+  return _finish(x, x_T, outputs, clip, return_trajectory)
 
 
 SAMPLERS: dict[str, Callable[..., jax.Array | tuple[jax.Array, Trajectory]]] = {
@@ -265,15 +288,16 @@ SAMPLERS: dict[str, Callable[..., jax.Array | tuple[jax.Array, Trajectory]]] = {
 }
 
 
-def sample(eps_fn: EpsFn, x_T: jax.Array, rng: jax.Array, *, schedule: Schedule,
+def sample(net_fn: NetFn, x_T: jax.Array, rng: jax.Array, *, schedule: Schedule,
            sampler: str = "ddim", steps: int = 50, eta: jax.Array | float = 0.0,
-           skip: str = "uniform", timesteps: Sequence[int] | None = None,
+           skip: str = "uniform", timesteps: Sequence[int] | None = None, target: str = "eps",
+           clip: bool = True,
            return_trajectory: bool = False) -> jax.Array | tuple[jax.Array, Trajectory]:
   """Sample by name: 'ddim' (the original), 'ddpm' (ancestral) or 'dpm_solver_pp' (2M).
 
   Args:
-    eps_fn: the noise predictor, ``(x (B, H, W, C), g (B,)) -> eps (B, H, W, C)``, closed over
-      the parameters and the prior.
+    net_fn: the network, ``(x (B, H, W, C), g (B,)) -> output (B, H, W, C)``, closed over the
+      parameters and the prior; its output is what ``target`` names.
     x_T: ``(B, H, W, C)`` standard normal start noise.
     rng: a PRNG key (for the stochastic samplers).
     schedule: the variance schedule.
@@ -284,10 +308,12 @@ def sample(eps_fn: EpsFn, x_T: jax.Array, rng: jax.Array, *, schedule: Schedule,
     skip: the spacing of the timesteps, 'uniform', 'quad' or 'logsnr' (static; see
       ``timestep_sequence``; 'logsnr' is the one for 'dpm_solver_pp').
     timesteps: an explicit increasing sequence (static), overriding ``steps`` and ``skip``.
+    target: 'eps' (the paper), 'x0' or 'v' (static; see ``neurop_jax.parameterization``).
+    clip: clip the final sample to [-1, 1] (static; False for residual space).
     return_trajectory: also return the ``Trajectory`` (static).
 
   Returns:
-    ``(B, H, W, C)`` the sample in [-1, 1], and the trajectory if asked.
+    ``(B, H, W, C)`` the sample, and the trajectory if asked.
   """
   if sampler not in SAMPLERS:
     raise ValueError(f"unknown sampler {sampler!r}: choose one of {tuple(SAMPLERS)}")
@@ -296,5 +322,5 @@ def sample(eps_fn: EpsFn, x_T: jax.Array, rng: jax.Array, *, schedule: Schedule,
   if timesteps is None:
     timesteps = timestep_sequence(schedule, steps, skip)
   options = {"eta": eta} if sampler == "ddim" else {}
-  return SAMPLERS[sampler](eps_fn, x_T, rng, schedule, timesteps,
+  return SAMPLERS[sampler](net_fn, x_T, rng, schedule, timesteps, target=target, clip=clip,
                            return_trajectory=return_trajectory, **options)

@@ -33,10 +33,11 @@ from neurop_jax import tiling
 from neurop_jax.coords import axis_centres, make_cell
 from neurop_jax.data.images import to_uint8
 from neurop_jax.diffusion import Schedule
-from neurop_jax.inference import check_images, output_size
+from neurop_jax.inference import check_images, output_size, sample_conditioned
 from neurop_jax.models import NeuralOperator, NeurOpDiff
 from neurop_jax.models.edsr import make_encoder
-from neurop_jax.samplers import sample, timestep_sequence
+from neurop_jax.parameterization import Formulation
+from neurop_jax.samplers import timestep_sequence
 
 DenoiseFn = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
 PriorFn = Callable[[tuple[int, int], tuple[int, int]], jax.Array]
@@ -184,7 +185,7 @@ def to_unit(x: np.ndarray, dtype: np.dtype = np.float32) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class UNetDenoiser:
-  """NeurOp-Diff's noise predictor as a hashable function ``(params, x_t, g, prior) -> eps``."""
+  """NeurOp-Diff's UNet, hashable: ``(params, x_t, g, prior) -> output`` (eps, x0 or v)."""
 
   model: NeurOpDiff
 
@@ -193,22 +194,25 @@ class UNetDenoiser:
     return self.model.apply(params, x_t, noise_level, prior, method=self.model.denoise)
 
 
-@functools.partial(jax.jit, static_argnames=("denoise", "shape", "sampler", "timesteps"))
+@functools.partial(jax.jit, static_argnames=("denoise", "shape", "sampler", "timesteps",
+                                             "formulation"))
 def _sample_tile(denoise: DenoiseFn, params: Any, prior: jax.Array, origin: jax.Array,
                  rng: jax.Array, schedule: Schedule, eta: jax.Array, *, shape: tuple[int, int],
-                 sampler: str, timesteps: tuple[int, ...]) -> jax.Array:
+                 sampler: str, timesteps: tuple[int, ...], formulation: Formulation) -> jax.Array:
   """The sampler on one tile: ``prior`` ``(th, tw, 3)`` [-1, 1] -> ``(th, tw, 3)`` in [0, 1]."""
   x_T = tiling.position_noise(jax.random.fold_in(rng, 0), origin, shape)
-  eps_fn = lambda x, g: denoise(params, x, g, prior[None])
-  x0 = sample(eps_fn, x_T, jax.random.fold_in(rng, 1), schedule=schedule, sampler=sampler,
-              timesteps=timesteps, **({"eta": eta} if sampler == "ddim" else {}))
-  return jnp.clip((x0[0] + 1) / 2, 0, 1)
+  net_fn = lambda x, g: denoise(params, x, g, prior[None])
+  image = sample_conditioned(net_fn, prior[None], x_T, jax.random.fold_in(rng, 1),
+                             schedule=schedule, formulation=formulation, sampler=sampler,
+                             timesteps=timesteps, **({"eta": eta} if sampler == "ddim" else {}))
+  return jnp.clip((image[0] + 1) / 2, 0, 1)
 
 
 def tiled_sample(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple[int, int], *,
                  rng: jax.Array, schedule: Schedule, sampler: str = "dpm_solver_pp",
                  steps: int = 10, skip: str = "logsnr", eta: float = 0.0, tile: int = 256,
-                 overlap: int = 32, progress: bool = True) -> np.ndarray:
+                 overlap: int = 32, formulation: Formulation = Formulation(),
+                 progress: bool = True) -> np.ndarray:
   """Diffusion sampling tile by tile, blended: ``(H, W, 3)`` float32 in [0, 1].
 
   Each tile of ``tile`` pixels (every ``tile - overlap``) runs the whole sampler on its part of
@@ -218,14 +222,15 @@ def tiled_sample(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple[
   'ddpm' or eta > 0 comes from ``fold_in(rng, 1)`` with the tile's shape, the same for every tile.
 
   Args:
-    denoise: ``(params, x_t (1, h, w, 3), g (1,), prior (1, h, w, 3)) -> eps``, hashable (static
-      under jit), e.g. ``UNetDenoiser(model)``.
+    denoise: ``(params, x_t (1, h, w, 3), g (1,), prior (1, h, w, 3)) -> output`` (what
+      ``formulation.target`` names), hashable (static under jit), e.g. ``UNetDenoiser(model)``.
     params: its parameters.
     prior: ``(origin, shape) -> (h, w, 3)`` the prior on a region, [-1, 1] scale.
     out_hw: the output size ``(H, W)``.
     rng: a PRNG key.
     schedule, sampler, steps, skip, eta: as ``samplers.sample``.
     tile, overlap: the tile side and the overlap of neighbouring tiles, in output pixels.
+    formulation: what ``denoise`` predicts and where it diffuses (the paper's by default).
     progress: show a tqdm bar.
   """
   rows = tiling.axis_tiles(out_hw[0], tile, overlap)
@@ -239,7 +244,7 @@ def tiled_sample(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple[
     origin = (rows.starts[i], cols.starts[j])
     result = _sample_tile(denoise, params, prior(origin, shape), np.asarray(origin, np.int32), rng,
                           schedule, jnp.float32(eta), shape=shape, sampler=sampler,
-                          timesteps=timesteps)
+                          timesteps=timesteps, formulation=formulation)
     weight = row_w[i][:, None, None] * col_w[j][None, :, None]
     out[origin[0]:origin[0] + shape[0], origin[1]:origin[1] + shape[1]] += weight * result
   return np.clip(out, 0, 1, out=out)
@@ -249,8 +254,8 @@ def super_resolve_tiled(model: NeurOpDiff, params: dict, lr: np.ndarray, out_hw:
                         *, prior_only: bool = False, rng: jax.Array | None = None,
                         schedule: Schedule | None = None, sampler: str = "dpm_solver_pp",
                         steps: int = 10, skip: str = "logsnr", eta: float = 0.0, tile: int = 256,
-                        overlap: int = 32, dtype: np.dtype = np.float32,
-                        progress: bool = True) -> np.ndarray:
+                        overlap: int = 32, formulation: Formulation = Formulation(),
+                        dtype: np.dtype = np.float32, progress: bool = True) -> np.ndarray:
   """Super-resolves one image of any size in bounded memory.
 
   Args:
@@ -262,6 +267,7 @@ def super_resolve_tiled(model: NeurOpDiff, params: dict, lr: np.ndarray, out_hw:
     rng, schedule, sampler, steps, skip, eta: the diffusion sampler (see ``tiled_sample``); all
       but ``rng`` and ``schedule`` have defaults.
     tile, overlap: tile side and diffusion-tile overlap in output pixels.
+    formulation: what the UNet predicts and where it diffuses (the run's; the paper's by default).
     dtype: np.float32 ([0, 1]) or np.uint8 output.
     progress: show tqdm bars.
 
@@ -283,7 +289,7 @@ def super_resolve_tiled(model: NeurOpDiff, params: dict, lr: np.ndarray, out_hw:
   render = lambda origin, shape: operator.render(origin, shape, kvs)
   out = tiled_sample(UNetDenoiser(model), params, render, out_hw, rng=rng, schedule=schedule,
                      sampler=sampler, steps=steps, skip=skip, eta=eta, tile=tile, overlap=overlap,
-                     progress=progress)
+                     formulation=formulation, progress=progress)
   if dtype != np.uint8:
     return out
   pixels = np.empty(out.shape, np.uint8)

@@ -26,12 +26,15 @@ import optax
 from absl import logging
 from tqdm import tqdm
 
-from neurop_jax import checkpoints, convert, samplers
+from neurop_jax import checkpoints, convert, lpips
 from neurop_jax.config_base import STAGES
-from neurop_jax.data import build_sources, diffusion_pipeline, operator_pipeline
+from neurop_jax.data import build_sources, diffusion_pipeline, operator_pipeline, splits
 from neurop_jax.diffusion import schedule_from_config
+from neurop_jax.errors import InputError, MissingInputError
+from neurop_jax.inference import sample_given_prior
 from neurop_jax.logging_utils import StageLogger, quiet_orbax
 from neurop_jax.models import NeurOpDiff, make_model
+from neurop_jax.parameterization import Formulation
 from neurop_jax.train_state import (TrainState, create_train_state, make_optimizer,
                                     step_schedule, warmup_schedule)
 from neurop_jax.train_steps import (batch_sharding, compile_prior, compile_steps, data_mesh,
@@ -70,9 +73,6 @@ def _process_data_config(data_cfg: ml_collections.ConfigDict,
                          batch_field: str) -> ml_collections.ConfigDict:
   """This process's data config: its share of the global batch and its own seed."""
   global_batch = data_cfg[batch_field]
-  if global_batch % jax.device_count():
-    raise ValueError(f"config.data.{batch_field}={global_batch} is not divisible by the "
-                     f"{jax.device_count()} devices")
   local = ml_collections.ConfigDict(data_cfg.to_dict())
   local[batch_field] = global_batch // jax.process_count()
   local.seed = data_cfg.seed + 1000 * jax.process_index()
@@ -117,17 +117,24 @@ def _load_prior(config: ml_collections.ConfigDict, workdir: Path) -> Any:
   """The frozen operator parameters of stage 2 (see ``config.diffusion.prior_checkpoint``)."""
   source = Path(config.diffusion.prior_checkpoint or workdir)
   if source.is_file():
-    return convert.convert_checkpoint(source, config.model)["operator"]["params"]
+    try:
+      converted = convert.convert_checkpoint(source, config.model)
+    except convert.CheckpointMismatchError as err:
+      raise InputError(f"config.diffusion.prior_checkpoint {source}: {err}") from err
+    if "operator" not in converted:
+      raise InputError(f"config.diffusion.prior_checkpoint {source} holds a UNet alone: give an "
+                       "SRNO or NeurOp-Diff checkpoint that holds the operator")
+    return converted["operator"]["params"]
   try:
     model_cfg, params, step = checkpoints.restore_operator(source)
   except FileNotFoundError as err:
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"stage 2 (diffusion) needs a trained prior and found none in {source.absolute()}: "
         "train stage 1 first (--config <file>.py:operator, or no suffix for both stages), or set "
         "--config.diffusion.prior_checkpoint to a workdir, a checkpoint folder or an original "
         "SRNO/NeurOp-Diff .pth/.npz file") from err
   if model_cfg.operator.to_dict() != config.model.operator.to_dict():
-    raise ValueError(f"the prior in {source} was trained with model.operator="
+    raise InputError(f"the prior in {source} was trained with model.operator="
                      f"{model_cfg.operator.to_dict()}, the config has "
                      f"{config.model.operator.to_dict()}")
   logging.info("stage 2 prior: %s step %d (EMA parameters)", source, step)
@@ -140,6 +147,7 @@ def _diffusion_stage(config: ml_collections.ConfigDict, model: NeurOpDiff, sourc
   schedule = step_schedule(cfg.learning_rates, cfg.learning_rate_every)
   tx = make_optimizer(cfg, schedule)
   noise = schedule_from_config(cfg)
+  formulation = Formulation.from_config(cfg)
   size = 2 ** (len(config.model.unet.channel_mults) - 1)
 
   def init_params(rng):
@@ -161,12 +169,11 @@ def _diffusion_stage(config: ml_collections.ConfigDict, model: NeurOpDiff, sourc
 
   def sample(unet_params, operator_params, lr, rng, out_hw):
     prior = operator_prior(model, operator_params, lr, out_hw)
-    eps_fn = lambda x, g: model.apply({"params": {"unet": unet_params}}, x, g, prior,
-                                      method=model.denoise)
     x_T = jax.random.normal(jax.random.fold_in(rng, 0), prior.shape)
-    x0 = samplers.sample(eps_fn, x_T, jax.random.fold_in(rng, 1), schedule=noise,
-                         sampler=cfg.val_sampler, steps=cfg.val_steps, skip=cfg.val_skip)
-    return jnp.clip((prior + 1) / 2, 0.0, 1.0), (x0 + 1) / 2
+    image = sample_given_prior(model, {"params": {"unet": unet_params}}, prior, x_T,
+                               jax.random.fold_in(rng, 1), schedule=noise, formulation=formulation,
+                               sampler=cfg.val_sampler, steps=cfg.val_steps, skip=cfg.val_skip)
+    return jnp.clip((prior + 1) / 2, 0.0, 1.0), (image + 1) / 2
 
   sample = jax.jit(sample, static_argnums=4)
 
@@ -181,7 +188,7 @@ def _diffusion_stage(config: ml_collections.ConfigDict, model: NeurOpDiff, sourc
       name="diffusion", cfg=cfg, num_steps=cfg.num_steps, init_params=init_params, tx=tx,
       step=functools.partial(diffusion_step, model=model, tx=tx, schedule=schedule,
                              ema_decay=cfg.ema_decay, noise=noise, loss=cfg.loss,
-                             per_sample_t=cfg.per_sample_t),
+                             per_sample_t=cfg.per_sample_t, formulation=formulation),
       iterator=diffusion_pipeline(sources["train"], data_cfg),
       device_batch=device_batch, outputs_fn=outputs_fn, prior=prior_params)
 
@@ -189,6 +196,38 @@ def _diffusion_stage(config: ml_collections.ConfigDict, model: NeurOpDiff, sourc
 def _due(step: int, previous: int, every: int) -> bool:
   """Whether a multiple of ``every`` lies in ``(previous, step]``."""
   return every > 0 and step // every > previous // every
+
+
+def _resume(directory: Path, keep: int, abstract: Any,
+            stage: _Stage) -> tuple[Any, TrainState | None]:
+  """The stage's checkpoint manager and the newest train state that restores (None: no steps).
+
+  Steps newer than it that cannot be read are reported in one line each and moved to
+  ``damaged_checkpoints/`` beside the folder (process 0), so that nothing is lost. When no step
+  restores, nothing is moved and the newest step's ``DamagedCheckpointError`` is raised.
+  """
+  manager = checkpoints.stage_manager(directory, keep)
+  damaged = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      state = checkpoints.restore_training(manager, step, abstract, stage.iterator)
+    except checkpoints.DamagedCheckpointError as err:
+      damaged.append((step, err))
+      continue
+    if damaged:
+      manager.close()
+      for bad, err in damaged:
+        where = checkpoints.set_aside(directory, bad) if jax.process_index() == 0 else None
+        logging.warning("%s: %s; moved to %s, resuming from step %d", stage.name, err, where, step)
+      manager = checkpoints.stage_manager(directory, keep)
+    logging.info("%s: resumed from step %d", stage.name, step)
+    return manager, state
+  if damaged:
+    manager.close()
+    raise checkpoints.DamagedCheckpointError(
+        f"{damaged[0][1]}; no older checkpoint of stage {stage.name} restores either (damaged, or "
+        f"written with another model config): move {directory} aside to train it from scratch")
+  return manager, None
 
 
 def _train_stage(stage: _Stage, config: ml_collections.ConfigDict, workdir: Path,
@@ -199,15 +238,12 @@ def _train_stage(stage: _Stage, config: ml_collections.ConfigDict, workdir: Path
   rep = replicated(mesh)
   init_state = jax.jit(lambda rng: create_train_state(stage.init_params(rng), stage.tx),
                        out_shardings=rep)
-  manager = checkpoints.stage_manager(checkpoints.checkpoint_dir(workdir, stage.name), cfg.keep)
-  latest = manager.latest_step()
-  if latest is None:
+  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
+                          jax.eval_shape(init_state, jax.random.fold_in(key, 0)))
+  manager, state = _resume(checkpoints.checkpoint_dir(workdir, stage.name), cfg.keep, abstract,
+                           stage)
+  if state is None:
     state = init_state(jax.random.fold_in(key, 0))
-  else:
-    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
-                            jax.eval_shape(init_state, jax.random.fold_in(key, 0)))
-    state = checkpoints.restore_training(manager, latest, abstract, stage.iterator)
-    logging.info("%s: resumed from step %d", stage.name, latest)
   step = int(state.step)
   if step >= stage.num_steps:
     logging.info("%s: already trained (%d steps)", stage.name, step)
@@ -221,35 +257,37 @@ def _train_stage(stage: _Stage, config: ml_collections.ConfigDict, workdir: Path
   since = (step, time.time(), 0.0)  # last logged step, its time, seconds spent off training
   bar = tqdm(total=stage.num_steps, initial=step, desc=stage.name, unit="step",
              disable=jax.process_index() != 0, dynamic_ncols=True)
-  while step < stage.num_steps and budget.left > 0:
-    k = int(min(cfg.steps_per_call, stage.num_steps - step, budget.left))
-    state, metrics = run(state, stage.device_batch([next(stage.iterator) for _ in range(k)]),
-                         train_rng)
-    previous, step = step, step + k
-    budget.take(k)
-    pending.append(metrics)
-    bar.update(k)
-    if _due(step, previous, cfg.log_every) or step == stage.num_steps or budget.left <= 0:
-      values = {name: float(np.mean(np.concatenate([np.asarray(m[name]) for m in pending])))
-                for name in pending[0]}
-      values["steps_per_s"] = (step - since[0]) / max(time.time() - since[1] - since[2], 1e-9)
-      logger.scalars(step, "train", values)
-      bar.set_postfix(loss=f"{values['loss']:.4f}")
-      pending, since = [], (step, time.time(), 0.0)
-    val_due = _due(step, previous, cfg.eval_every) or step == stage.num_steps
-    if val_due or _due(step, previous, cfg.checkpoint_every) or budget.left <= 0:
-      jax.block_until_ready(state)
-      off_start, val_metrics = time.time(), None
-      if val_due:
-        val_metrics, grid = validator(stage.outputs_fn(state.ema_params, val_rng))
-        logger.scalars(step, "val", val_metrics)
-        logger.image(step, grid)
-        bar.write(f"{stage.name} step {step}: " + ", ".join(
-            f"{k} {v:.4f}" for k, v in sorted(val_metrics.items())))
-      checkpoints.save(manager, step, state, stage.iterator, config, val_metrics, stage.prior)
-      since = (since[0], since[1], since[2] + time.time() - off_start)
-  bar.close()
-  logger.close()
+  try:  # close the bar first, so that an error is the last line on the console
+    while step < stage.num_steps and budget.left > 0:
+      k = int(min(cfg.steps_per_call, stage.num_steps - step, budget.left))
+      state, metrics = run(state, stage.device_batch([next(stage.iterator) for _ in range(k)]),
+                           train_rng)
+      previous, step = step, step + k
+      budget.take(k)
+      pending.append(metrics)
+      bar.update(k)
+      if _due(step, previous, cfg.log_every) or step == stage.num_steps or budget.left <= 0:
+        values = {name: float(np.mean(np.concatenate([np.asarray(m[name]) for m in pending])))
+                  for name in pending[0]}
+        values["steps_per_s"] = (step - since[0]) / max(time.time() - since[1] - since[2], 1e-9)
+        logger.scalars(step, "train", values)
+        bar.set_postfix(loss=f"{values['loss']:.4f}")
+        pending, since = [], (step, time.time(), 0.0)
+      val_due = _due(step, previous, cfg.eval_every) or step == stage.num_steps
+      if val_due or _due(step, previous, cfg.checkpoint_every) or budget.left <= 0:
+        jax.block_until_ready(state)
+        off_start, val_metrics = time.time(), None
+        if val_due:
+          val_metrics, grid = validator(stage.outputs_fn(state.ema_params, val_rng))
+          logger.scalars(step, "val", val_metrics)
+          logger.image(step, grid)
+          bar.write(f"{stage.name} step {step}: " + ", ".join(
+              f"{k} {v:.4f}" for k, v in sorted(val_metrics.items())))
+        checkpoints.save(manager, step, state, stage.iterator, config, val_metrics, stage.prior)
+        since = (since[0], since[1], since[2] + time.time() - off_start)
+  finally:
+    bar.close()
+    logger.close()
   manager.wait_until_finished()
   manager.close()
   return state
@@ -258,11 +296,34 @@ def _train_stage(stage: _Stage, config: ml_collections.ConfigDict, workdir: Path
 def _check_paths(config: ml_collections.ConfigDict) -> None:
   """Fails before any training on a data or prior path that cannot work."""
   if config.data.source == "folder" and not config.data.path:
-    raise ValueError("config.data.source is 'folder' but config.data.path is empty: pass "
+    raise InputError("config.data.source is 'folder' but config.data.path is empty: pass "
                      "--config.data.path=/path/to/images")
   prior = config.diffusion.prior_checkpoint
   if config.stage != "operator" and prior and not Path(prior).exists():
-    raise FileNotFoundError(f"config.diffusion.prior_checkpoint {prior} does not exist")
+    raise MissingInputError(f"config.diffusion.prior_checkpoint {prior} does not exist: set "
+                            "--config.diffusion.prior_checkpoint to a workdir or checkpoint file")
+
+
+def _check_data(config: ml_collections.ConfigDict, sources: dict) -> None:
+  """Fails before any training on batch sizes or splits that cannot work (``InputError``)."""
+  devices = jax.device_count()
+  for name in STAGES:
+    if config.stage not in ("all", name):
+      continue
+    field = f"{name}_batch_size"
+    batch = config.data[field]
+    if batch <= 0:
+      raise InputError(f"config.data.{field} is {batch}: set --config.data.{field} to a positive "
+                       "number of images")
+    if batch % devices:
+      raise InputError(f"config.data.{field}={batch} is not divisible by the {devices} devices: "
+                       f"set --config.data.{field} to a multiple of {devices}")
+  where = config.data.path if config.data.source == "folder" else f"source {config.data.source!r}"
+  for split in ("train", "val"):
+    if not len(sources[split]):
+      raise MissingInputError(
+          f"the {split} split of {where} has no images (PNG, JPEG or TIFF): check "
+          "--config.data.path and --config.data.split")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -272,19 +333,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   Stage 2 takes its frozen prior from ``config.diffusion.prior_checkpoint`` or, when that is
   empty, from this workdir's stage-1 best checkpoint (``FileNotFoundError`` if there is none).
   Returns the final train state of each stage run (their params are what checkpoints hold).
+  Bad data or settings (an empty or missing image folder, a batch size that is not positive or
+  not divisible by the devices, a missing prior) raise ``errors.InputError`` naming the config
+  field to set, before anything is written to ``workdir``.
   """
   if config.distributed:
     jax.distributed.initialize()
   quiet_orbax()
   if config.stage not in STAGES + ("all",):
-    raise ValueError(f"config.stage must be 'all' or one of {STAGES}, got {config.stage!r}")
+    raise InputError(f"config.stage must be 'all' or one of {STAGES}, got {config.stage!r}")
   _check_paths(config)
   workdir = Path(workdir)
+  sources = build_sources(config.data)
+  _check_data(config, sources)
+  prior = _stage2_prior(config, workdir) if config.stage == "diffusion" else None
   workdir.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:
+    splits.write_split(workdir / "split.json", {name: s.names for name, s in sources.items()})
   mesh = data_mesh()
   model = make_model(config.model)
-  sources = build_sources(config.data,
-                          record_to=workdir / "split.json" if jax.process_index() == 0 else None)
   budget = _StepBudget(config.max_steps_per_run)
   key = jax.random.key(config.seed)
   states = {}
@@ -292,22 +359,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     if config.stage not in ("all", name) or budget.left <= 0:
       continue
     cfg = config[name]
-    validator = Validator(sources["val"], config.data, cfg.val_images, cfg.sample_images)
+    validator = Validator(sources["val"], config.data, cfg.val_images, cfg.sample_images,
+                          with_lpips=_validation_lpips(cfg) if name == "diffusion" else False)
     if name == "operator":
       stage = _operator_stage(config, model, sources, mesh)
     else:
-      stage = _diffusion_stage(config, model, sources, mesh, _stage2_prior(config, workdir))
+      prior = _stage2_prior(config, workdir) if prior is None else prior
+      stage = _diffusion_stage(config, model, sources, mesh, prior)
     states[name] = _train_stage(stage, config, workdir, mesh, validator,
                                 jax.random.fold_in(key, index), budget)
   return states
 
 
+def _validation_lpips(cfg: ml_collections.ConfigDict) -> bool:
+  """``cfg.val_lpips``, unless the LPIPS weights are not installed (then a warning)."""
+  if not cfg.val_lpips:
+    return False
+  if not lpips.available():
+    logging.warning("stage-2 validation without LPIPS: its weights are not installed (pip install "
+                    "'neurop_jax[lpips]'; --config.diffusion.val_lpips=False silences this)")
+    return False
+  return True
+
+
 def _stage2_prior(config: ml_collections.ConfigDict, workdir: Path) -> Any:
-  """The prior a stage-2 run resumes with (saved in its checkpoints), else ``_load_prior``."""
+  """The prior a stage-2 run resumes with (saved in its newest readable checkpoint), else
+  ``_load_prior``."""
   directory = checkpoints.checkpoint_dir(workdir, "diffusion")
   if directory.is_dir():
     manager = checkpoints.stage_manager(directory, read_only=True)
-    latest = manager.latest_step()
-    if latest is not None:
-      return checkpoints.restore_prior(manager, latest)
+    for step in sorted(manager.all_steps(), reverse=True):
+      try:
+        return checkpoints.restore_prior(manager, step)
+      except checkpoints.DamagedCheckpointError:
+        continue
   return _load_prior(config, workdir)

@@ -19,6 +19,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from neurop_jax import diffusion
+from neurop_jax.parameterization import Formulation, regression_target
 from neurop_jax.coords import make_cell, make_coord
 from neurop_jax.models import NeurOpDiff
 from neurop_jax.train_state import TrainState, apply_gradients
@@ -88,22 +89,27 @@ def operator_step(state: TrainState, batch: Batch, rng: jax.Array, *, model: Neu
 def diffusion_step(state: TrainState, batch: Batch, rng: jax.Array, *, model: NeurOpDiff,
                    tx: optax.GradientTransformation, schedule: optax.Schedule,
                    ema_decay: float, noise: diffusion.Schedule, loss: str,
-                   per_sample_t: bool) -> tuple[TrainState, Metrics]:
-  """Stage 2: SR3 noise prediction conditioned on the frozen prior.
+                   per_sample_t: bool,
+                   formulation: Formulation = Formulation()) -> tuple[TrainState, Metrics]:
+  """Stage 2: SR3 denoising conditioned on the frozen prior.
 
   ``batch``: hr ``(B, H, W, 3)`` in [0, 1] and prior ``(B, H, W, 3)`` in [-1, 1] (the frozen
-  operator's output, ``operator_prior``, computed outside: no gradient reaches it). x0 = hr*2-1;
-  ``(x_t, g, eps)`` from ``diffusion.sample_training_inputs`` with ``fold_in(rng, 0)``; dropout
-  with ``fold_in(rng, 1)``. Metrics: loss, grad_norm, lr.
+  operator's output, ``operator_prior``, computed outside: no gradient reaches it). x0 = hr*2-1
+  ('image' space, the paper) or its scaled residual to the prior ('residual'); ``(x_t, g, eps)``
+  from ``diffusion.sample_training_inputs`` with ``fold_in(rng, 0)``; dropout with
+  ``fold_in(rng, 1)``; the loss compares the UNet's output with eps, x0 or v
+  (``formulation.target``). Metrics: loss, grad_norm, lr.
   """
-  x_t, level, eps = diffusion.sample_training_inputs(jax.random.fold_in(rng, 0), noise,
-                                                     batch["hr"] * 2 - 1, per_sample_t)
   prior = jax.lax.stop_gradient(batch["prior"])
+  x0 = formulation.to_space(batch["hr"] * 2 - 1, prior)
+  x_t, level, eps = diffusion.sample_training_inputs(jax.random.fold_in(rng, 0), noise, x0,
+                                                     per_sample_t)
+  target = regression_target(formulation.target, x0, eps, level * level)
 
   def loss_fn(params):
     pred = model.apply({"params": {"unet": params}}, x_t, level, prior, train=True,
                        method=model.denoise, rngs={"dropout": jax.random.fold_in(rng, 1)})
-    return diffusion.diffusion_loss(pred, eps, loss)
+    return diffusion.diffusion_loss(pred, target, loss)
 
   value, grads = jax.value_and_grad(loss_fn)(state.params)
   metrics = {"loss": value, "grad_norm": optax.global_norm(grads), "lr": schedule(state.step)}

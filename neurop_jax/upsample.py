@@ -19,9 +19,11 @@ written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Sequence
 
@@ -32,9 +34,11 @@ from tqdm.auto import tqdm
 
 from neurop_jax import geotiff
 from neurop_jax.data.images import IMAGE_SUFFIXES, read_image, write_image
+from neurop_jax.errors import InputError
 from neurop_jax.inference import DEFAULT_SKIP, default_schedule
 from neurop_jax.models import make_model, model_config
 from neurop_jax.models.config import PRESETS
+from neurop_jax.parameterization import Formulation
 from neurop_jax.samplers import SAMPLERS
 from neurop_jax.tiled import super_resolve_tiled
 
@@ -46,7 +50,7 @@ MIN_SIDE = 8
 """The smallest input side, in pixels."""
 
 
-class UpsampleError(Exception):
+class UpsampleError(InputError):
   """A bad input, option or checkpoint, with a message meant for the user."""
 
 
@@ -71,10 +75,29 @@ def output_size(in_hw: tuple[int, int], scale: float | None,
   """The output ``(H, W)``: ``round(side * scale)`` or ``size``, each axis's factor checked."""
   if (scale is None) == (size is None):
     raise UpsampleError("give exactly one of --scale and --size")
+  if scale is not None:
+    check_scale(scale)
   out_hw = size if size is not None else tuple(int(round(n * scale)) for n in in_hw)
   for n, m in zip(in_hw, out_hw):
     check_scale(m / n if size is not None else scale)
   return out_hw
+
+
+def check_out_dir(out_dir: Path) -> None:
+  """Raises ``UpsampleError`` unless ``out_dir`` is a folder, or can be made one, that we may write.
+
+  Nothing is created here: the folder is made when the first output is written.
+  """
+  if out_dir.exists() and not out_dir.is_dir():
+    raise UpsampleError(f"--out {out_dir} is a file: give a folder (created if missing)")
+  existing = out_dir
+  while not existing.exists():
+    existing = existing.parent
+  if not existing.is_dir():
+    raise UpsampleError(f"--out {out_dir} cannot be created: {existing} is a file, not a folder")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise UpsampleError(f"--out {out_dir}: no permission to write in {existing}; choose another "
+                        "folder")
 
 
 def output_path(path: Path, out_dir: Path, scale: float | None,
@@ -108,6 +131,17 @@ def check_input(path: Path) -> tuple[int, int]:
   return height, width
 
 
+@contextlib.contextmanager
+def _readable_run() -> Iterator[None]:
+  """Turns a damaged checkpoint of a workdir into one ``UpsampleError`` line with the fix."""
+  from neurop_jax.checkpoints import DamagedCheckpointError
+  try:
+    yield
+  except DamagedCheckpointError as err:
+    raise UpsampleError(f"{err}: move that step's folder aside to use the previous checkpoint (a "
+                        "training run resumed in the workdir does so itself)") from err
+
+
 def load_model(workdir: str | None = None, checkpoint: str | None = None,
                model_preset: str = "paper"):
   """``(model, params)`` from a training workdir or an original NeurOp-Diff/SRNO checkpoint."""
@@ -117,7 +151,8 @@ def load_model(workdir: str | None = None, checkpoint: str | None = None,
   if workdir is not None:
     from neurop_jax.checkpoints import restore_inference_params
     try:
-      cfg, params = restore_inference_params(workdir)
+      with _readable_run():
+        cfg, params = restore_inference_params(workdir)
     except FileNotFoundError as err:
       raise UpsampleError(str(err)) from err
     return make_model(cfg), params
@@ -131,6 +166,9 @@ def load_model(workdir: str | None = None, checkpoint: str | None = None,
     converted = convert_checkpoint(checkpoint, cfg)
   except (ValueError, ImportError, OSError) as err:
     raise UpsampleError(f"cannot load checkpoint {checkpoint}: {err}") from err
+  if "operator" not in converted:
+    raise UpsampleError(f"checkpoint {checkpoint} holds a UNet alone: NeurOp-Diff needs its "
+                        "operator too (an SRNO or NeurOp-Diff checkpoint)")
   return make_model(cfg), {"params": {k: v["params"] for k, v in converted.items()}}
 
 
@@ -149,7 +187,7 @@ def upsample(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
     scale: the factor, ``1 < scale <= 16``; or
     size: the output ``(H, W)`` (each axis's factor in the same range).
     model, params: a NeurOp-Diff and its ``{'params': {'operator', 'unet'?}}``; or
-    workdir: a neurop_jax training run; or
+    workdir: a neurop_jax training run (its schedule and formulation are used); or
     checkpoint, model_preset: an original checkpoint and the preset of its architecture.
     prior_only: the neural-operator prior alone (SRNO); else NeurOp-Diff, which needs a UNet.
     sampler, steps, skip: the diffusion sampler (skip None: its default spacing).
@@ -164,13 +202,18 @@ def upsample(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
     raise UpsampleError("no input files given")
   if sampler not in SAMPLERS:
     raise UpsampleError(f"unknown --sampler {sampler!r}: choose one of {tuple(SAMPLERS)}")
-  schedule = default_schedule()
+  schedule, formulation = default_schedule(), Formulation()
+  if workdir is not None and Path(workdir).is_dir():
+    from neurop_jax.checkpoints import restore_sampling
+    with _readable_run():
+      schedule, formulation = restore_sampling(workdir)
   if not 1 <= steps <= schedule.num_timesteps:
     raise UpsampleError(f"--steps must be in [1, {schedule.num_timesteps}], got {steps}")
   if tile < MIN_SIDE or not 0 <= overlap < tile:
     raise UpsampleError(f"need --tile >= {MIN_SIDE} and 0 <= --overlap < --tile, got {tile}, "
                         f"{overlap}")
   out_dir = Path(out_dir)
+  check_out_dir(out_dir)
   plans = [(Path(p), output_size(check_input(Path(p)), scale, size)) for p in inputs]
   targets = [output_path(path, out_dir, scale, size) for path, _ in plans]
   if len(set(targets)) < len(targets):
@@ -193,7 +236,7 @@ def upsample(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
         model, params, lr, out_hw, prior_only=prior_only, rng=jax.random.fold_in(key, index),
         schedule=schedule, sampler=sampler, steps=steps,
         skip=DEFAULT_SKIP[sampler] if skip is None else skip, tile=tile, overlap=overlap,
-        dtype=np.uint8, progress=progress)
+        formulation=formulation, dtype=np.uint8, progress=progress)
     if geotiff.is_geotiff(path):
       profile = geotiff.scaled_profile(geotiff.read_profile(path), out_hw)
       geotiff.write_geotiff(target, pixels, profile)
@@ -210,7 +253,7 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("inputs", nargs="+", metavar="INPUT", help="PNG, JPEG or (Geo)TIFF files")
   target = parser.add_mutually_exclusive_group(required=True)
   target.add_argument("--scale", type=float, help="upsampling factor, 1 < s <= 16")
-  target.add_argument("--size", type=parse_size, help="output size HEIGHTxWIDTH")
+  target.add_argument("--size", help="output size HEIGHTxWIDTH")
   parser.add_argument("--out", required=True, help="output folder")
   source = parser.add_mutually_exclusive_group(required=True)
   source.add_argument("--workdir", help="a neurop_jax training workdir")
@@ -231,12 +274,13 @@ def main(argv: Sequence[str] | None = None) -> int:
   """The command line; returns the exit status (0 done, 1 error, 2 bad usage)."""
   try:
     args = _parser().parse_args(argv)
-    written = upsample(args.inputs, args.out, scale=args.scale, size=args.size,
+    size = None if args.size is None else parse_size(args.size)
+    written = upsample(args.inputs, args.out, scale=args.scale, size=size,
                        workdir=args.workdir, checkpoint=args.checkpoint,
                        model_preset=args.model_preset, prior_only=args.prior_only,
                        sampler=args.sampler, steps=args.steps, seed=args.seed, tile=args.tile,
                        overlap=args.overlap)
-  except UpsampleError as err:
+  except InputError as err:
     print(f"error: {err}", file=sys.stderr)
     return 1
   for path in written:

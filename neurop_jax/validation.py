@@ -1,8 +1,10 @@
-"""Validation during training: PSNR and SSIM at a fixed scale, and a PNG grid of samples.
+"""Validation during training: PSNR, SSIM (and LPIPS) at a fixed scale, and a PNG grid of samples.
 
 Images come from ``data.eval_batches`` (whole images, HR cropped so that HR/LR is the scale, LR by
 the PIL-exact bicubic); numbers follow the paper's protocol (RGB, no border crop) and bicubic
-upsampling of the same LR images is measured beside them, once per run. Grid rows are images,
+upsampling of the same LR images is measured beside them, once per run. LPIPS (AlexNet, needs the
+``lpips`` extra) is measured when asked, for every output and bicubic: stage 2 asks, so that
+TensorBoard shows whether diffusion beats its own prior on SSIM and LPIPS. Grid rows are images,
 columns LR-bicubic | each output | HR.
 """
 
@@ -47,29 +49,34 @@ def _bicubic(lr: np.ndarray, hr_hw: tuple[int, int]) -> np.ndarray:
   return np.clip(downsample(lr, hr_hw), 0.0, 1.0)
 
 
-def _metric_names(label: str) -> tuple[str, str]:
+def _metric_names(label: str, with_lpips: bool) -> tuple[str, ...]:
   prefix = f"{label}_" if label else ""
-  return f"{prefix}psnr", f"{prefix}ssim"
+  return (f"{prefix}psnr", f"{prefix}ssim") + ((f"{prefix}lpips",) if with_lpips else ())
 
 
 class Validator:
-  """Validation of one stage on ``num_images`` images of ``source`` at ``data_cfg.eval_scale``."""
+  """Validation of one stage on ``num_images`` images of ``source`` at ``scale``.
+
+  ``scale`` None is ``data_cfg.eval_scale``; ``with_lpips`` adds LPIPS (the ``lpips`` extra).
+  """
 
   def __init__(self, source, data_cfg, num_images: int, sample_images: int,
-               protocol: str = "paper"):
+               protocol: str = "paper", scale: float | None = None, with_lpips: bool = False):
     self.source = Subset(source, evenly_spaced(len(source), num_images))
     self.data_cfg = data_cfg
-    self.scale = float(data_cfg.eval_scale)
+    self.scale = float(data_cfg.eval_scale if scale is None else scale)
     self.sample_images = sample_images
     self.protocol = protocol
+    self.with_lpips = with_lpips
     self._bicubic_metrics: dict[str, float] | None = None
 
   def _batches(self):
     return eval_batches(self.source, self.data_cfg, self.scale, batch_size=1)
 
-  def _measure(self, sr: Any, hr: np.ndarray) -> tuple[float, float]:
-    m = compute_metrics(np.asarray(sr, np.float32), hr, self.protocol, self.scale)
-    return float(m["psnr"][0]), float(m["ssim"][0])
+  def _measure(self, sr: Any, hr: np.ndarray) -> tuple[float, ...]:
+    m = compute_metrics(np.asarray(sr, np.float32), hr, self.protocol, self.scale,
+                        with_lpips=self.with_lpips)
+    return tuple(float(m[name][0]) for name in ("psnr", "ssim", "lpips") if name in m)
 
   def __call__(self, outputs_fn: OutputsFn) -> tuple[dict[str, float], np.ndarray]:
     """Mean metrics over the images (bicubic's too) and the sample grid ``(H, W, 3)``."""
@@ -81,12 +88,13 @@ class Validator:
       lr, hr = batch["lr"], batch["hr"]
       outputs = outputs_fn(lr, hr, index)
       for label, sr in outputs.items():
-        for name, value in zip(_metric_names(label), self._measure(sr, hr)):
+        for name, value in zip(_metric_names(label, self.with_lpips), self._measure(sr, hr)):
           sums[name] = sums.get(name, 0.0) + value
       need_bicubic = first_pass or index < self.sample_images
       bicubic = _bicubic(lr[0], hr.shape[1:3]) if need_bicubic else None
       if first_pass:
-        for name, value in zip(_metric_names("bicubic"), self._measure(bicubic[None], hr)):
+        for name, value in zip(_metric_names("bicubic", self.with_lpips),
+                               self._measure(bicubic[None], hr)):
           sums[name] = sums.get(name, 0.0) + value
       if index < self.sample_images:
         rows.append([bicubic] + [np.asarray(sr)[0] for sr in outputs.values()] + [hr[0]])

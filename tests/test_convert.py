@@ -43,9 +43,53 @@ def test_every_problem_listed_in_one_error():
   with pytest.raises(CheckpointMismatchError) as err:
     convert_checkpoint(broken, model_config("micro"))
   msg = str(err.value)
-  assert "missing (1): fc2.bias" in msg
-  assert "unexpected (1): extra.layer.weight" in msg
-  assert "mis-shaped (1): conv0.kln.weight (3, 1, 8)" in msg
+  assert "\n" not in msg
+  assert "missing 1 (fc2.bias)" in msg
+  assert "unexpected 1 (extra.layer.weight)" in msg
+  assert "mis-shaped 1 (conv0.kln.weight (3, 1, 8)" in msg
+
+
+def test_mismatch_error_gives_counts_and_the_first_names():
+  _, unet = _states()
+  with pytest.raises(CheckpointMismatchError) as err:
+    convert_checkpoint({f"Unet.{k}": v for k, v in unet.items()} | {"srno.fc1.weight": 0},
+                       model_config("paper"))
+  msg = str(err.value)
+  assert "\n" not in msg and len(msg) < 700, msg
+  assert "missing" in msg and ", ...)" in msg and "--model-preset" in msg
+
+
+def _srno_repository_file(srno, **args):
+  """A checkpoint as SRNO's own train.py writes it: the model spec with its state dict."""
+  spec_args = {"encoder_spec": {"name": "edsr-baseline", "args": {"no_upsampling": True}},
+               "width": 32, "blocks": 4, **args}
+  return {"model": {"name": "srno", "args": spec_args, "sd": srno},
+          "optimizer": {"name": "adam", "args": {"lr": 4e-5}, "sd": {}}, "epoch": 500}
+
+
+def test_srno_repository_layout_is_read_and_its_args_checked():
+  srno, _ = _states()
+  params = convert_checkpoint(_srno_repository_file(srno), model_config("micro"))
+  ref = convert_checkpoint({"model": srno}, model_config("micro"))
+  assert max_abs_diff(params["operator"]["params"]["lift"]["kernel"],
+                      ref["operator"]["params"]["lift"]["kernel"]) == 0.0
+  with pytest.raises(CheckpointMismatchError,
+                     match=r"trained with width 256 \(config.model.operator.width is 32\), "
+                           r"heads 16 \(config.model.operator.heads is 4\)"):
+    convert_checkpoint(_srno_repository_file(srno, width=256, blocks=16), model_config("micro"))
+  with pytest.raises(CheckpointMismatchError, match="encoder rdn"):
+    convert_checkpoint(_srno_repository_file(srno, encoder_spec={"name": "rdn"}),
+                       model_config("micro"))
+
+
+def test_bare_unet_state_dict_is_recognised():
+  _, unet = _states()
+  params = convert_checkpoint(unet, model_config("micro"))
+  assert set(params) == {"unet"}
+  ref = convert_checkpoint({f"Unet.{k}": v for k, v in unet.items()} | {
+      f"srno.{k}": v for k, v in _states()[0].items()}, model_config("micro"))
+  assert max_abs_diff(params["unet"]["params"]["downs_0"]["kernel"],
+                      ref["unet"]["params"]["downs_0"]["kernel"]) == 0.0
 
 
 def test_wrong_config_is_a_mismatch():

@@ -188,6 +188,9 @@ LR = np.full((1, 8, 8, 3), 0.5, np.float32)
     (LR, dict(scale=2, sampler="euler"), r"unknown sampler"),
     (LR, dict(scale=2, sampler="dpm_solver_pp", eta=1.0), r"'ddim' only"),
     (LR, dict(scale=2, skip="cosine"), r"unknown skip"),
+    (np.where(np.eye(8)[None, :, :, None] > 0, np.nan, LR), dict(scale=2), r"NaN or infinite values: fill them"),
+    (LR.transpose(0, 3, 1, 2), dict(scale=2), r"looks like NCHW.*transpose\(0, 2, 3, 1\)"),
+    (LR, dict(scale=300), r"exceeds MAX_OUTPUT_PIXELS .*tiled.super_resolve_tiled"),
 ])
 def test_bad_inputs_raise_helpful_errors(micro, lr, options, match):
   model = make_model(micro.cfg)
@@ -199,6 +202,7 @@ def test_bad_inputs_raise_helpful_errors(micro, lr, options, match):
     ((8, 8, 3), dict(scale=2), r"lr\[None\]"),
     ((1, 8, 8, 4), dict(scale=2), r"RGB"),
     ((1, 8, 8, 3), dict(out_shape=(4, 4)), r"upsamples"),
+    ((1, 32, 32, 3), dict(scale=100), r"exceeds MAX_OUTPUT_PIXELS"),
 ])
 def test_bad_factory_arguments_raise(micro, lr_shape, options, match):
   with pytest.raises(ValueError, match=match):

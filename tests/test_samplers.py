@@ -21,7 +21,7 @@ def io(request) -> dict[str, np.ndarray]:
   return load_io(request.param)
 
 
-def teacher(io: dict[str, np.ndarray]) -> samplers.EpsFn:
+def teacher(io: dict[str, np.ndarray]) -> samplers.NetFn:
   """The fixture's eps at the step whose noise level the sampler feeds, NaN for any other level."""
   levels = jnp.asarray(io["ddim_noise_levels"])
   eps = jnp.asarray(nhwc(io["ddim_eps"]))

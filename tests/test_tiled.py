@@ -6,13 +6,14 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from conftest import load_fixture, max_abs_diff
 from neurop_jax import tiling
 from neurop_jax.data.images import to_uint8
-from neurop_jax.inference import compute_prior, default_schedule, prior_only
+from neurop_jax.inference import compute_prior, default_schedule, prior_only, sample_conditioned
 from neurop_jax.models import make_model
-from neurop_jax.samplers import sample
+from neurop_jax.parameterization import Formulation
 from neurop_jax.tiled import UNetDenoiser, encoder_radius, super_resolve_tiled, tiled_sample
 
 LR_HW, OUT_HW, TILE = (23, 31), (61, 83), 24  # scale ~2.65, 3 x 4 tiles, the last ones shifted
@@ -73,23 +74,28 @@ class PointwiseDenoiser:
     return params * (x_t - prior * noise_level[:, None, None, None])
 
 
-def _untiled(denoise, params, prior, rng, **options):
+def _untiled(denoise, params, prior, rng, formulation=Formulation(), **options):
   """The whole image sampled at once from the same noise field as the tiles: [0, 1]."""
   x_T = tiling.position_noise(jax.random.fold_in(rng, 0), np.zeros(2, np.int32), prior.shape[:2])
-  eps_fn = lambda x, g: denoise(params, x, g, prior[None])
-  x0 = sample(eps_fn, x_T, jax.random.fold_in(rng, 1), schedule=default_schedule(), **options)
-  return np.asarray(jnp.clip((x0[0] + 1) / 2, 0, 1))
+  net_fn = lambda x, g: denoise(params, x, g, prior[None])
+  image = sample_conditioned(net_fn, prior[None], x_T, jax.random.fold_in(rng, 1),
+                             schedule=default_schedule(), formulation=formulation, **options)
+  return np.asarray(jnp.clip((image[0] + 1) / 2, 0, 1))
 
 
-def test_tiled_sample_pointwise_equals_untiled():
+@pytest.mark.parametrize("formulation", [Formulation(), Formulation("x0", "residual", 4.0),
+                                         Formulation("v", "image"), Formulation("eps", "residual")])
+def test_tiled_sample_pointwise_equals_untiled(formulation):
   prior = np.random.default_rng(1).uniform(-1, 1, (70, 90, 3)).astype(np.float32)
   rng, params = jax.random.key(5), jnp.float32(0.3)
   region = lambda o, shape: prior[o[0]:o[0] + shape[0], o[1]:o[1] + shape[1]]
   options = dict(sampler="ddim", steps=4, skip="uniform")
   tiled = tiled_sample(PointwiseDenoiser(), params, region, prior.shape[:2], rng=rng,
-                       schedule=default_schedule(), tile=32, overlap=8, progress=False, **options)
-  whole = _untiled(PointwiseDenoiser(), params, jnp.asarray(prior), rng, **options)
+                       schedule=default_schedule(), tile=32, overlap=8, formulation=formulation,
+                       progress=False, **options)
+  whole = _untiled(PointwiseDenoiser(), params, jnp.asarray(prior), rng, formulation, **options)
   assert max_abs_diff(tiled, whole) < 1e-5
+  assert np.std(whole) > 0.05  # an image, not a constant
 
 
 def test_tiled_diffusion_has_no_seam():

@@ -105,3 +105,36 @@ def test_stage_two_alone_needs_a_prior(tmp_path):
   config.diffusion.prior_checkpoint = str(tmp_path / "missing.pth")
   with pytest.raises(FileNotFoundError, match="missing.pth does not exist"):
     train.train_and_evaluate(config, tmp_path)
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(uninterrupted, env, tmp_path):
+  """A stage-2 checkpoint damaged after the run (a data file lost) is set aside in one line; the
+  rerun resumes from the step before and ends bit-identical to the uninterrupted run."""
+  reference, _ = uninterrupted
+  _train(tmp_path, env)
+  step_dir = checkpoints.checkpoint_dir(tmp_path, "diffusion") / "3"
+  data_file = max((p for p in (step_dir / "state").rglob("*") if p.is_file()),
+                  key=lambda p: p.stat().st_size)
+  data_file.unlink()
+  result = _train(tmp_path, env)
+  warnings = [line for line in result.stderr.splitlines() if "cannot be read" in line]
+  assert len(warnings) == 1 and "checkpoint step 3" in warnings[0], result.stderr[-3000:]
+  assert "moved to" in warnings[0] and "resuming from step 2" in warnings[0]
+  assert (tmp_path / "diffusion" / "damaged_checkpoints" / "3" / "state").is_dir()
+  jax.tree.map(np.testing.assert_array_equal, _final_state(tmp_path, "diffusion"),
+               _final_state(reference, "diffusion"))
+
+
+def test_no_checkpoint_restores_is_one_line_and_moves_nothing(uninterrupted, env, tmp_path):
+  _train(tmp_path, env)
+  directory = checkpoints.checkpoint_dir(tmp_path, "operator")
+  for step_dir in directory.iterdir():
+    (step_dir / "state" / "_METADATA").unlink()
+  result = subprocess.run(
+      [sys.executable, "-m", "neurop_jax.main", "--config", "configs/quickstart.py:test",
+       "--workdir", str(tmp_path), *STEPS], cwd=ROOT, env=env, capture_output=True, text=True,
+      timeout=900)
+  assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: checkpoint step 3") and "no older checkpoint" in last, last
+  assert sorted(p.name for p in directory.iterdir()) == ["2", "3"]

@@ -1,7 +1,10 @@
 """``python -m neurop_jax.upsample`` end to end on tiny images with the micro model, and every bad
 input answered by a clear message and no output file."""
 
+import os
 import re
+import shutil
+import stat
 import subprocess
 import sys
 
@@ -28,6 +31,7 @@ def checkpoints(tmp_path_factory):
   np.savez(folder / "neurop_diff.npz", **{f"srno.{k}": v for k, v in srno.items()},
            **{f"Unet.{k}": v for k, v in unet.items()})
   np.savez(folder / "srno.npz", **srno)
+  np.savez(folder / "unet.npz", **unet)
   return folder
 
 
@@ -38,9 +42,9 @@ def png(tmp_path):
   return path
 
 
-def _run(args, checkpoints, capsys, checkpoint="neurop_diff.npz"):
+def _run(args, checkpoints, capsys, checkpoint="neurop_diff.npz", preset="micro"):
   status = main([*map(str, args), "--checkpoint", str(checkpoints / checkpoint),
-                 "--model-preset", "micro", "--tile", "32", "--overlap", "8"])
+                 "--model-preset", preset, "--tile", "32", "--overlap", "8"])
   return status, capsys.readouterr()
 
 
@@ -84,8 +88,35 @@ def test_training_workdir(tmp_path, png, trained_workdir, capsys):
   out = tmp_path / "out"
   status = main([str(png), "--scale", "2", "--out", str(out), "--workdir", str(trained_workdir),
                  "--steps", "2", "--tile", "32", "--overlap", "8"])
-  assert status == 0, capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert status == 0, err
+  assert "Given directory is read only" not in err
   assert read_image(out / "scene_x2.png").shape == (2 * HW[0], 2 * HW[1], 3)
+
+
+def test_outputs_follow_the_umask_and_leave_no_partial_file(tmp_path, png, checkpoints, capsys):
+  out = tmp_path / "out"
+  previous = os.umask(0o022)
+  try:
+    status, io = _run([png, "--scale", "2", "--out", out, "--prior-only"], checkpoints, capsys)
+  finally:
+    os.umask(previous)
+  assert status == 0, io.err
+  assert [p.name for p in out.iterdir()] == ["scene_x2.png"]  # no .scene_x2.png.partial-*
+  assert stat.S_IMODE((out / "scene_x2.png").stat().st_mode) == 0o644
+
+
+def test_damaged_workdir_checkpoint_is_one_line(tmp_path, png, trained_workdir, capsys):
+  workdir = tmp_path / "run"
+  shutil.copytree(trained_workdir, workdir)
+  step_dir = max((workdir / "diffusion" / "checkpoints").iterdir(), key=lambda p: int(p.name))
+  (step_dir / "state" / "_METADATA").unlink()
+  out = tmp_path / "out"
+  status = main([str(png), "--scale", "2", "--out", str(out), "--workdir", str(workdir)])
+  err = capsys.readouterr().err
+  assert status == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+  assert re.search(rf"checkpoint step {step_dir.name} .* cannot be read .*move that step", err)
+  assert not out.exists()
 
 
 @pytest.mark.parametrize("case,message", [
@@ -101,11 +132,18 @@ def test_training_workdir(tmp_path, png, trained_workdir, capsys):
     ("operator-only checkpoint", "use --prior-only"),
     ("bad steps", "--steps must be"),
     ("same output name", "same output file"),
+    ("out is a file", "--out .* is a file: give a folder"),
+    ("out under a file", "cannot be created: .* is a file"),
+    ("scale nan", "scale nan is out of range"),
+    ("scale inf", "scale inf is out of range"),
+    ("bare UNet checkpoint", "holds a UNet alone"),
+    ("wrong preset", r"does not fit the configured model: missing \d+ \(.*, \.\.\.\)"),
 ])
 def test_bad_input_is_a_message_and_writes_nothing(case, message, tmp_path, png, checkpoints,
                                                    capsys):
   out = tmp_path / "out"
   inputs, target, checkpoint, extra = [png], ["--scale", "2"], "neurop_diff.npz", []
+  preset = "micro"
   if case == "missing file":
     inputs = [png, tmp_path / "nope.png"]
   elif case == "unreadable image":
@@ -131,16 +169,32 @@ def test_bad_input_is_a_message_and_writes_nothing(case, message, tmp_path, png,
   elif case == "same output name":
     write_image(tmp_path / "other" / "scene.png", np.zeros((*HW, 3)))
     inputs = [png, tmp_path / "other" / "scene.png"]
+  elif case == "out is a file":
+    out.write_bytes(b"keep me")
+  elif case == "out under a file":
+    (tmp_path / "file").write_bytes(b"keep me")
+    out = tmp_path / "file" / "out"
+  elif case in ("scale nan", "scale inf"):
+    target = ["--scale", case.split()[1]]
+  elif case == "bare UNet checkpoint":
+    checkpoint = "unet.npz"
+  elif case == "wrong preset":
+    preset = "small"
   if case == "missing workdir":
     status = main([str(png), "--scale", "2", "--out", str(out), "--workdir", str(tmp_path / "run")])
     err = capsys.readouterr().err
   else:
-    status, io = _run([*inputs, *target, "--out", out, *extra], checkpoints, capsys, checkpoint)
+    status, io = _run([*inputs, *target, "--out", out, *extra], checkpoints, capsys, checkpoint,
+                      preset)
     err = io.err
   assert status == 1
-  assert err.startswith("error: ") and "Traceback" not in err
+  assert err.startswith("error: ") and "Traceback" not in err and err.count("\n") == 1, err
+  assert len(err) < 1000, err
   assert re.search(message, err), err
-  assert not out.exists() or list(out.iterdir()) == []
+  if case == "out is a file":
+    assert out.read_bytes() == b"keep me"
+  else:
+    assert not out.exists() or list(out.iterdir()) == []
 
 
 def test_file_undecodable_when_read_leaves_no_partial_output(tmp_path, png, checkpoints, capsys):

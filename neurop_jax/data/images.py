@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from neurop_jax.atomic import atomic_path
+from neurop_jax.errors import MissingInputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -26,7 +28,8 @@ def list_images(root: str | os.PathLike) -> list[str]:
   """Relative POSIX paths of the PNG/JPEG/TIFF files under ``root``, sorted; hidden ones skipped."""
   root = Path(root)
   if not root.is_dir():
-    raise ValueError(f"image folder {root} does not exist or is not a directory")
+    raise MissingInputError(f"image folder {root} does not exist or is not a directory: check "
+                            "--config.data.path")
   names = []
   for path in root.rglob("*"):
     rel = path.relative_to(root)
@@ -156,8 +159,8 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
 def write_image(path: str | os.PathLike, array: np.ndarray) -> None:
   """Writes ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` float [0, 1] or uint8 pixels atomically.
 
-  The format follows the suffix (PNG, JPEG, TIFF). The file is written to a temporary file in the
-  same folder and moved into place with ``os.replace``, so readers never see a partial file.
+  The format follows the suffix (PNG, JPEG, TIFF). Written atomically (``neurop_jax.atomic``),
+  readable as the umask says (0644 by default).
   """
   path = Path(path)
   fmt = _WRITE_FORMATS.get(path.suffix.lower())
@@ -169,12 +172,5 @@ def write_image(path: str | os.PathLike, array: np.ndarray) -> None:
   if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[-1] != 3):
     raise ValueError(f"cannot write {path}: expected (H, W), (H, W, 1) or (H, W, 3), "
                      f"got {pixels.shape}")
-  path.parent.mkdir(parents=True, exist_ok=True)
-  handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-  try:
-    with os.fdopen(handle, "wb") as f:
-      Image.fromarray(pixels).save(f, format=fmt)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+  with atomic_path(path) as tmp:
+    Image.fromarray(pixels).save(tmp, format=fmt)

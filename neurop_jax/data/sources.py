@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 
 from neurop_jax.data import images, splits
+from neurop_jax.errors import InputError
 
 
 def sample_data_path() -> Path:
@@ -44,7 +45,8 @@ class _SkipsBadImages:
       return {"image": read(), "name": name}
     except ValueError as err:
       if not self._skip:
-        raise
+        raise InputError(f"{err} (to train without the unreadable images, set "
+                         "--config.data.skip_bad_images=True)") from err
       self._bad.add(name)
       warnings.warn(f"skipping bad image ({len(self._bad)} so far): {err}", stacklevel=3)
       return None

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
+
+from neurop_jax.atomic import write_text
 
 SPLITS = ("train", "val", "test")
 
@@ -71,8 +72,4 @@ def read_split(path: str | os.PathLike, known: Sequence[str]) -> dict[str, list[
 
 def write_split(path: str | os.PathLike, split: dict[str, list[str]]) -> None:
   """Writes ``split`` as indented JSON (atomically), so that a run records the split it used."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.tmp")
-  tmp.write_text(json.dumps({name: list(split[name]) for name in SPLITS}, indent=1) + "\n")
-  os.replace(tmp, path)
+  write_text(path, json.dumps({name: list(split[name]) for name in SPLITS}, indent=1) + "\n")
