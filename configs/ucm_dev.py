@@ -11,11 +11,12 @@ folder (split 'auto' finds them; test is val). The model is the ``small`` preset
 operator width 64; UNet 16 channels): on a 2-core CPU it takes several times more steps than the
 paper's model in the same time, which is what a budget of minutes needs. Stage 1: Adam at a
 constant 4e-4 (SRNO's peak rate, no warm-up) on batches of 8 LR patches of 32. Stage 2: batches
-of 8 HR crops of 64 at the paper's 14 scale buckets in (1, 8], x0-prediction on the prior's
-residual (the formulation that learns fastest here, see experiments/results/
-learning_curve_diffusion.json); Adam 2e-4. Validation at x4 on ``val_images`` evenly spaced val
-images. Suffixes: ``:paper`` trains the paper's model size instead; ``:eps`` stage 2 with the
-paper's formulation (eps-prediction on the image) and otherwise the same recipe.
+of 8 HR crops of 64 at the paper's 14 scale buckets in (1, 8], x0-prediction of the prior's
+residual scaled by 4 (the formulation that learns fastest here, see
+experiments/results/learning_curve_diffusion_*.json); Adam 2e-4, EMA 0.995; validation samples
+with DDIM 20 steps. Validation at x4 on ``val_images`` evenly spaced val images. Suffixes:
+``:paper`` trains the paper's model size instead; ``:eps`` stage 2 with the paper's formulation
+(eps-prediction on the image) and otherwise the same recipe.
 """
 
 from pathlib import Path

@@ -40,6 +40,7 @@ import importlib.util
 import json
 import os
 import platform
+import textwrap
 import time
 from pathlib import Path
 
@@ -275,7 +276,7 @@ def diffusion_curve(config, args, workdir: Path) -> None:
                    f"parameters; {args.clock} minutes count training only (evaluation apart)"),
       "points": points,
       "train_loss": [{"step": r["step"], "loss": r["loss"], "steps_per_s": r["steps_per_s"]}
-                     for r in records if r["kind"] == "train"],
+                     for r in records if r["kind"] == "train" and r["step"] <= points[-1]["step"]],
   }
   write_record(record, args.out)
   plot_diffusion([record], Path(args.out).with_suffix(".png"))
@@ -283,25 +284,22 @@ def diffusion_curve(config, args, workdir: Path) -> None:
 
 def plot_diffusion(records: list[dict], path: Path) -> None:
   """PSNR, SSIM and LPIPS against CPU minutes for each scale: NeurOp-Diff of every record (one
-  colour each), with the prior and bicubic of the first record as references."""
+  colour each), with the prior and bicubic of the first record as horizontal lines (the prior is
+  frozen and the images fixed, so they are the same at every point)."""
   scales = list(records[0]["points"][0]["metrics"])
   fig, axes = plt.subplots(len(scales), 3, figsize=(13, 3.6 * len(scales)), squeeze=False)
-  styles = {"": "o-", "prior": "--", "bicubic": ":"}
   for row, scale in enumerate(scales):
     for col, metric in enumerate(("psnr", "ssim", "lpips")):
       ax = axes[row][col]
-      for index, record in enumerate(records):
+      reference = records[0]["points"][0]["metrics"][scale]
+      for method, style in (("prior", "--"), ("bicubic", ":")):
+        value = reference[f"{method}_{metric}"]
+        ax.axhline(value, color="gray", linestyle=style, label=f"{METHODS[method]} {value:.3f}")
+      for record in records:
         clock = "cpu_minutes" if record.get("clock", "cpu") == "cpu" else "train_wall_minutes"
-        minutes = [p[clock] for p in record["points"]]
-        for method, style in styles.items():
-          if method and index:
-            continue
-          name = f"{method}_{metric}" if method else metric
-          values = [p["metrics"][scale][name] for p in record["points"]]
-          label = (f"NeurOp-Diff {formulation_label(record)}" if not method
-                   else METHODS[method])
-          ax.plot(minutes, values, style, color=None if not method else "gray", label=label,
-                  markersize=3)
+        ax.plot([p[clock] for p in record["points"]],
+                [p["metrics"][scale][metric] for p in record["points"]], "o-", markersize=3,
+                label=f"NeurOp-Diff {formulation_label(record)}")
       ax.set_title(f"{metric.upper()} at {scale} ({'lower' if metric == 'lpips' else 'higher'} "
                    "is better)", fontsize=9)
       ax.set_xlabel("stage-2 training, " + ("process CPU minutes" if records[0].get("clock", "cpu")
@@ -310,7 +308,8 @@ def plot_diffusion(records: list[dict], path: Path) -> None:
       if row == 0 and col == 0:
         ax.legend(fontsize=7)
   first = records[0]
-  fig.suptitle(f"stage 2 on ucm-dev: {first['protocol']}", fontsize=8)
+  fig.suptitle("\n".join(textwrap.wrap(f"stage 2 on ucm-dev: {first['protocol']}", 170)),
+               fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

@@ -10,6 +10,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -108,11 +109,21 @@ def test_stage_two_alone_needs_a_prior(tmp_path):
 
 
 def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(uninterrupted, env, tmp_path):
-  """A stage-2 checkpoint damaged after the run (a data file lost) is set aside in one line; the
-  rerun resumes from the step before and ends bit-identical to the uninterrupted run."""
+  """Training killed (SIGKILL) once its last stage-2 checkpoint exists, that checkpoint then damaged
+  (its largest data file lost): the rerun sets it aside in one line, resumes from the step before
+  and ends bit-identical to the uninterrupted run."""
   reference, _ = uninterrupted
-  _train(tmp_path, env)
   step_dir = checkpoints.checkpoint_dir(tmp_path, "diffusion") / "3"
+  process = subprocess.Popen(
+      [sys.executable, "-m", "neurop_jax.main", "--config", "configs/quickstart.py:test",
+       "--workdir", str(tmp_path), *STEPS], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL)
+  deadline = time.time() + 900
+  while not step_dir.is_dir() and process.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  process.kill()
+  process.wait()
+  assert step_dir.is_dir()
   data_file = max((p for p in (step_dir / "state").rglob("*") if p.is_file()),
                   key=lambda p: p.stat().st_size)
   data_file.unlink()

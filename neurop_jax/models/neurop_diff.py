@@ -26,7 +26,8 @@ class NeurOpDiff(nn.Module):
 
   def denoise(self, x_t: jnp.ndarray, noise_level: jnp.ndarray, prior: jnp.ndarray,
               train: bool = False) -> jnp.ndarray:
-    """Predicted noise ``(B, H, W, 3)`` for ``x_t`` at ``noise_level`` ``(B,)`` given the prior."""
+    """The UNet's output ``(B, H, W, 3)`` for ``x_t`` at ``noise_level`` ``(B,)`` given the prior:
+    the predicted noise in the paper, or x0 / v (``neurop_jax.parameterization``)."""
     return self.unet(jnp.concatenate([x_t, prior], axis=-1), noise_level, train)
 
   def __call__(self, x_t: jnp.ndarray, noise_level: jnp.ndarray, lr: jnp.ndarray,
