@@ -201,16 +201,33 @@ def restore_sampling(workdir: str | os.PathLike, which: str = "best"
   ``restore_inference_params``); the paper's (the original linear schedule, eps-prediction on the
   image) when the workdir has no stage-2 checkpoint or its config predates the formulation fields.
   """
-  directory = checkpoint_dir(workdir, "diffusion")
-  step = None
-  if directory.is_dir():
-    manager = stage_manager(directory, read_only=True)
-    step = chosen_step(manager, which)
-  if step is None:
+  saved = _saved_diffusion_config(workdir, which)
+  if saved is None:
     return diffusion.make_schedule(), Formulation()
-  saved = ml_collections.ConfigDict(
-      _as_tuples(_restore_items(manager, step, ("config",))["config"]["diffusion"]))
   return diffusion.schedule_from_config(saved), Formulation.from_config(saved)
+
+
+def validation_sampler(workdir: str | os.PathLike,
+                       which: str = "best") -> tuple[str, int, str] | None:
+  """``(sampler, steps, skip)`` a run's stage 2 validated with, or None without a stage-2 run."""
+  saved = _saved_diffusion_config(workdir, which)
+  if saved is None or "val_sampler" not in saved:
+    return None
+  return saved.val_sampler, int(saved.val_steps), saved.val_skip
+
+
+def _saved_diffusion_config(workdir: str | os.PathLike,
+                            which: str) -> ml_collections.ConfigDict | None:
+  """The ``diffusion`` config saved with the chosen stage-2 step, or None when there is none."""
+  directory = checkpoint_dir(workdir, "diffusion")
+  if not directory.is_dir():
+    return None
+  manager = stage_manager(directory, read_only=True)
+  step = chosen_step(manager, which)
+  if step is None:
+    return None
+  return ml_collections.ConfigDict(
+      _as_tuples(_restore_items(manager, step, ("config",))["config"]["diffusion"]))
 
 
 def restore_inference_params(workdir: str | os.PathLike, which: str = "best"

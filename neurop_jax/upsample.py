@@ -176,7 +176,7 @@ def upsample(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
              scale: float | None = None, size: tuple[int, int] | None = None,
              model=None, params: dict | None = None, workdir: str | None = None,
              checkpoint: str | None = None, model_preset: str = "paper", prior_only: bool = False,
-             sampler: str = "dpm_solver_pp", steps: int = 10, skip: str | None = None,
+             sampler: str | None = None, steps: int | None = None, skip: str | None = None,
              seed: int = 0, tile: int = 256, overlap: int = 32,
              progress: bool = True) -> list[Path]:
   """Super-resolves image files into ``out_dir``; returns the paths written.
@@ -190,7 +190,9 @@ def upsample(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
     workdir: a neurop_jax training run (its schedule and formulation are used); or
     checkpoint, model_preset: an original checkpoint and the preset of its architecture.
     prior_only: the neural-operator prior alone (SRNO); else NeurOp-Diff, which needs a UNet.
-    sampler, steps, skip: the diffusion sampler (skip None: its default spacing).
+    sampler, steps, skip: the diffusion sampler. None: what the ``workdir`` run validated with
+      (e.g. DDIM 20 for configs/quickstart.py), else DPM-Solver++ with 10 steps; skip None is
+      the sampler's default spacing.
     seed: seed of the diffusion noise; file ``i`` uses ``fold_in(key(seed), i)``.
     tile, overlap: output tile side and diffusion-tile overlap, in pixels.
     progress: show tqdm bars.
@@ -200,13 +202,18 @@ def upsample(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
   """
   if not inputs:
     raise UpsampleError("no input files given")
-  if sampler not in SAMPLERS:
-    raise UpsampleError(f"unknown --sampler {sampler!r}: choose one of {tuple(SAMPLERS)}")
-  schedule, formulation = default_schedule(), Formulation()
+  schedule, formulation, run_sampler = default_schedule(), Formulation(), None
   if workdir is not None and Path(workdir).is_dir():
-    from neurop_jax.checkpoints import restore_sampling
+    from neurop_jax.checkpoints import restore_sampling, validation_sampler
     with _readable_run():
       schedule, formulation = restore_sampling(workdir)
+      run_sampler = validation_sampler(workdir)
+  if sampler is None and steps is None and skip is None and run_sampler is not None:
+    sampler, steps, skip = run_sampler
+  sampler = "dpm_solver_pp" if sampler is None else sampler
+  steps = 10 if steps is None else steps
+  if sampler not in SAMPLERS:
+    raise UpsampleError(f"unknown --sampler {sampler!r}: choose one of {tuple(SAMPLERS)}")
   if not 1 <= steps <= schedule.num_timesteps:
     raise UpsampleError(f"--steps must be in [1, {schedule.num_timesteps}], got {steps}")
   if tile < MIN_SIDE or not 0 <= overlap < tile:
@@ -262,8 +269,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="architecture of --checkpoint")
   parser.add_argument("--prior-only", action="store_true",
                       help="the neural-operator prior alone, no diffusion refinement")
-  parser.add_argument("--sampler", default="dpm_solver_pp", choices=tuple(SAMPLERS))
-  parser.add_argument("--steps", type=int, default=10, help="diffusion sampling steps")
+  parser.add_argument("--sampler", choices=tuple(SAMPLERS),
+                      help="diffusion sampler; default: the --workdir run's validation sampler "
+                           "(DDIM 20 steps for the quickstart), else dpm_solver_pp")
+  parser.add_argument("--steps", type=int,
+                      help="diffusion sampling steps; default: the run's, else 10")
   parser.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise")
   parser.add_argument("--tile", type=int, default=256, help="tile side in output pixels")
   parser.add_argument("--overlap", type=int, default=32, help="overlap of diffusion tiles")

@@ -87,10 +87,11 @@ def test_diffusion_to_a_size_as_a_module(tmp_path, png, checkpoints):
 def test_training_workdir(tmp_path, png, trained_workdir, capsys):
   out = tmp_path / "out"
   status = main([str(png), "--scale", "2", "--out", str(out), "--workdir", str(trained_workdir),
-                 "--steps", "2", "--tile", "32", "--overlap", "8"])
+                 "--tile", "32", "--overlap", "8"])
   err = capsys.readouterr().err
   assert status == 0, err
   assert "Given directory is read only" not in err
+  assert "upsample (ddim, 2 steps)" in err  # the run's validation sampler (quickstart:test)
   assert read_image(out / "scene_x2.png").shape == (2 * HW[0], 2 * HW[1], 3)
 
 
