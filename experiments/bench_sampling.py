@@ -22,12 +22,16 @@ programs) it is taken as counted once and corrected to prior + steps x (count - 
 the process's peak RSS after each method (cumulative, so each value bounds the methods before
 it), the device's peak bytes in use where the backend reports them (GPU), and XLA's memory
 analysis of each program. Prints a table and writes experiments/results/bench_sampling.json
-(``--quick``: bench_sampling_quick.json).
+(``--quick``: bench_sampling_quick.json) with the ratios of the compiled sampler to the original's
+171 s and to the target (43 s) on this machine kind (paper model, batch 1, 50 steps, float32), to
+the previous JSON's, and the XLA flags in force. Process CPU seconds are recorded beside wall
+seconds: other jobs may share the machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
@@ -47,6 +51,9 @@ from neurop_jax.models import NeurOpDiff, make_model, model_config
 from record import write_record
 
 MIB = 2**20
+# The 50-step DDIM of the paper model, 64x64 -> 256x256, batch 1, float32, on this machine kind
+# (issue 13): the original PyTorch sampler, this port before models.conv, and the target.
+REFERENCE = {"original_s": 171.0, "jax_before_s": 64.2, "target_s": 43.0}
 
 
 def init_params(model: NeurOpDiff, levels: int) -> dict:
@@ -85,14 +92,16 @@ def memory_now() -> dict:
 
 
 def timed(run: Callable[[], jax.Array], repeats: int) -> tuple[jax.Array, dict]:
-  """The last result of ``run`` (blocked on) and the wall times of ``repeats`` calls."""
-  times = []
+  """The last result of ``run`` (blocked on), the wall and process-CPU times of ``repeats`` calls."""
+  times, cpus = [], []
   for _ in range(repeats):
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     out = jax.block_until_ready(run())
     times.append(time.perf_counter() - start)
+    cpus.append(time.process_time() - cpu)
   return out, {"runs_s": [round(t, 3) for t in times], "best_s": round(min(times), 3),
-               "median_s": round(statistics.median(times), 3)}
+               "median_s": round(statistics.median(times), 3),
+               "cpu_median_s": round(statistics.median(cpus), 3)}
 
 
 def main() -> None:
@@ -120,6 +129,7 @@ def main() -> None:
                       np.asarray(samplers.alpha_bar_at(schedule, t_next))))
   # x_T as super_resolve draws it, so that the three methods compute the same image.
   x_T = jax.random.normal(jax.random.fold_in(rng, 0), (args.batch, *out_shape, 3), jnp.float32)
+  print(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '') or '(none)'}; neurop_jax sets none")
   print(f"{'quick (micro)' if args.quick else 'paper'} model, {args.dtype}, batch {args.batch}, "
         f"{lr_size}x{lr_size} -> {out_shape[0]}x{out_shape[1]}, {len(per_step)} DDIM steps, "
         f"{jax.local_devices()[0].device_kind}")
@@ -199,6 +209,23 @@ def main() -> None:
           f"compile {row['compile_s']:.1f} s (trace {row['trace_s']:.1f} s)  "
           f"peak RSS {row['peak_rss_mib']:.0f} MiB")
 
+  out_path = Path(args.out or Path(__file__).parent / "results" /
+                  f"bench_sampling{'_quick' if args.quick else ''}.json")
+  previous = json.loads(out_path.read_text()) if out_path.exists() else None
+  comparisons = {}
+  if previous and (previous["model"], previous["batch"], previous["dtype"], previous["steps"]) == (
+      "micro" if args.quick else "paper", args.batch, args.dtype, len(per_step)):
+    comparisons["previous_json_median_s"] = previous["results"]["compiled"]["median_s"]
+    comparisons["ratio_to_previous_json"] = round(
+        compiled_row["median_s"] / comparisons["previous_json_median_s"], 3)
+  if not args.quick and (args.batch, args.dtype, len(per_step)) == (1, "float32", 50):
+    comparisons["reference"] = REFERENCE
+    comparisons["ratio_to_original"] = round(compiled_row["median_s"] / REFERENCE["original_s"], 3)
+    comparisons["ratio_to_jax_before"] = round(
+        compiled_row["median_s"] / REFERENCE["jax_before_s"], 3)
+    comparisons["meets_target"] = compiled_row["median_s"] <= REFERENCE["target_s"]
+  print("compiled sampler: " + ", ".join(f"{k} {v}" for k, v in comparisons.items()))
+
   max_diff = lambda a, b: float(jnp.max(jnp.abs(images[a] - images[b])))
   agreement = {"compiled_vs_loop_prior_once": max_diff("compiled", "loop_prior_once"),
                "loop_prior_every_step_vs_loop_prior_once":
@@ -211,7 +238,9 @@ def main() -> None:
       "sampler": "ddim", "eta": 0.0, "steps": len(per_step), "repeats": args.repeats,
       "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                   "device": jax.local_devices()[0].device_kind, "backend": jax.default_backend(),
-                  "jax": jax.__version__, "load_avg_1_5_15_before": list(load_before),
+                  "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                  "xla_flags_set_by_neurop_jax": "none",
+                  "load_avg_1_5_15_before": list(load_before),
                   "load_avg_1_5_15_after": list(os.getloadavg())},
       "note": ("median_s: the median of the timed runs, after a first run kept out of it (the "
                "compiled sampler's first_run_s) or a warm-up call of the loop's step (the loops "
@@ -222,10 +251,10 @@ def main() -> None:
                "scan_body_counted_once; the cross-check is loop_prior_once's prior + steps x one "
                "step. peak_rss_mib is cumulative over the methods run so far (in this order)."),
       "max_abs_diff": agreement,
+      "comparisons": comparisons,
       "results": results,
   }
-  default = f"bench_sampling{'_quick' if args.quick else ''}.json"
-  write_record(record, args.out or Path(__file__).parent / "results" / default)
+  write_record(record, out_path)
 
 
 if __name__ == "__main__":

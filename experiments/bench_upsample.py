@@ -1,31 +1,35 @@
-"""Time and peak memory of tiled super-resolution (``neurop_jax.tiled``) on a real scene.
+"""Time and peak memory of ``upsample`` on real scenes: file in, Cloud-Optimized GeoTIFF out.
 
-  python experiments/bench_upsample.py [--scene SCENE.png] [--workdir RUN] [--tile 512]
+  python experiments/bench_upsample.py [--scene SCENE.png] [--model-preset micro] [--scale 2]
 
-Three runs of the paper-size model (random weights, ``--model-preset`` for another size, or the
-checkpoint of ``--workdir``), each in a fresh process so that its peak RSS is its own:
+The scene (the 2299x2472 NEON RGB image of ../shared/data) is written once as a GeoTIFF, and once
+tiled 2x2 into one GeoTIFF of four times its pixels. Each run is ``neurop_jax.io.upsampling.upsample``
+on one of them in a fresh process, so that its peak RSS is its own:
 
-- ``operator``: the whole scene (``--crop 0``) at ``--scale`` with the operator alone;
-- ``operator-small``: a ``--small-crop`` square of it, the same way: the memory the tiling needs
-  beyond the output array (peak RSS - RSS before the run - output bytes) should be the same for
-  both, i.e. independent of the scene's size;
-- ``diffusion``: a ``--diffusion-crop`` square with NeurOp-Diff and ``--sampler`` in ``--steps``.
+- ``scene``: the scene, the operator alone (``--prior-only``), at ``--scale``;
+- ``scene-2x2``: the 4x larger scene, the same way. Both stream: the input (no mask) is read a
+  window at a time (``rasters.WindowReader``) and the output written region by region, so the peak
+  memory should not grow with the scene;
+- ``diffusion``: a ``--diffusion-crop`` square of the scene with NeurOp-Diff and ``--sampler`` in
+  ``--steps``, ``--samples`` draws.
 
-Peak RSS is the kernel's high-water mark (VmHWM): ``setup_peak_rss_mib`` while the model is made
-and the scene read, ``peak_rss_mib`` during the run (reset just before it; memory freed during
-setup and kept by the allocator is reused, so ``working_mib`` = peak - RSS before - output is a
-lower bound of what the run needs). Writes experiments/results/bench_upsample.json.
+Peak RSS is the kernel's high-water mark (VmHWM): ``setup_peak_rss_mib`` while the model is made,
+``peak_rss_mib`` during the run (reset just before it). ``output_in_memory_mib`` is what the output
+would take as one array (as before the streaming writer), ``input_mib`` the input in its dtype.
+Random weights of ``--model-preset`` (``micro`` by default, for minutes rather than an hour on a
+2-core CPU; the memory of a tile grows with the model, not with the scene), or ``--workdir``.
+Writes experiments/results/bench_upsample.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,16 +47,35 @@ def _rss_mib(field: str) -> float:
   raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+def make_scenes(scene: str, folder: Path, crop: int) -> dict[str, Path]:
+  """The scene as a GeoTIFF, tiled 2x2, and a ``crop`` square of it: uint8 RGB, 0.1 m UTM pixels."""
+  import numpy as np
+  import rasterio
+  from PIL import Image
+  from rasterio import Affine
+
+  pixels = np.moveaxis(np.asarray(Image.open(scene).convert("RGB")), -1, 0)
+  paths = {}
+  for name, data in (("scene", pixels), ("scene-2x2", np.tile(pixels, (1, 2, 2))),
+                     ("diffusion", pixels[:, :crop, :crop])):
+    paths[name] = folder / f"{name}.tif"
+    with rasterio.open(paths[name], "w", driver="GTiff", width=data.shape[2], height=data.shape[1],
+                       count=3, dtype="uint8", crs="EPSG:32612",
+                       transform=Affine(0.1, 0, 528000, 0, -0.1, 4978000), tiled=True,
+                       compress="deflate", photometric="RGB") as dst:
+      dst.write(data)
+  return paths
+
+
 def run_one(spec: dict) -> dict:
-  """One super-resolution run in this process: seconds and memory, as a JSON-able dict."""
+  """One upsample run in this process: seconds and memory, as a JSON-able dict."""
   import jax
   import numpy as np
+  import rasterio
 
   from neurop_jax.coords import make_cell, make_coord
-  from neurop_jax.data.images import read_image
-  from neurop_jax.inference import default_schedule
+  from neurop_jax.io.upsampling import upsample
   from neurop_jax.models import make_model, model_config
-  from neurop_jax.tiled import super_resolve_tiled
 
   if spec["workdir"]:
     from neurop_jax.checkpoints import restore_inference_params
@@ -64,44 +87,41 @@ def run_one(spec: dict) -> dict:
     params = jax.jit(model.init)(jax.random.key(0), np.zeros((1, 16, 16, 3), np.float32),
                                  np.ones((1,), np.float32), np.zeros((1, 8, 8, 3), np.float32),
                                  coord, cell)
-  scene = read_image(spec["scene"])
-  crop = spec["crop"] or max(scene.shape[:2])
-  lr = np.ascontiguousarray(scene[:crop, :crop])
-  del scene
-  gc.collect()
-  out_hw = tuple(round(n * spec["scale"]) for n in lr.shape[:2])
+  with rasterio.open(spec["input"]) as src:
+    lr_hw = (src.height, src.width)
   before, setup_peak = _rss_mib("VmRSS"), _rss_mib("VmHWM")
   Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
   start = time.perf_counter()
-  out = super_resolve_tiled(model, params, lr, out_hw, prior_only=spec["prior_only"],
-                            rng=jax.random.key(0), schedule=default_schedule(),
-                            sampler=spec["sampler"], steps=spec["steps"], tile=spec["tile"],
-                            overlap=spec["overlap"], dtype=np.uint8, progress=True)
+  [out, *_] = upsample([spec["input"]], spec["out"], scale=spec["scale"], model=model,
+                       params=params, prior_only=spec["prior_only"], sampler=spec["sampler"],
+                       steps=spec["steps"], samples=spec["samples"], tile=spec["tile"],
+                       overlap=spec["overlap"], progress=True)
   seconds = time.perf_counter() - start
   peak = _rss_mib("VmHWM")
-  output_mib = out.nbytes / 2**20
-  return {"lr_hw": list(lr.shape[:2]), "out_hw": list(out_hw), "seconds": round(seconds, 1),
+  with rasterio.open(out) as dst:
+    out_hw = (dst.height, dst.width)
+  mib = lambda hw: hw[0] * hw[1] * 3 / 2**20
+  return {"lr_hw": list(lr_hw), "out_hw": list(out_hw), "seconds": round(seconds, 1),
           "us_per_output_pixel": round(1e6 * seconds / (out_hw[0] * out_hw[1]), 2),
           "setup_peak_rss_mib": round(setup_peak, 1), "rss_before_mib": round(before, 1),
-          "peak_rss_mib": round(peak, 1), "output_mib": round(output_mib, 1),
-          "peak_minus_output_mib": round(peak - output_mib, 1),
-          "working_mib": round(peak - before - output_mib, 1)}
+          "peak_rss_mib": round(peak, 1), "working_mib": round(peak - before, 1),
+          "input_mib": round(mib(lr_hw), 1), "output_in_memory_mib": round(mib(out_hw), 1),
+          "output_file_mib": round(Path(out).stat().st_size / 2**20, 1)}
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--scene", default=SCENE)
   parser.add_argument("--workdir", default="", help="a training run (default: random weights)")
-  parser.add_argument("--model-preset", default="paper", help="architecture of random weights")
+  parser.add_argument("--model-preset", default="micro", help="architecture of random weights")
   parser.add_argument("--scale", type=float, default=2.0)
-  parser.add_argument("--crop", type=int, default=0, help="operator run: 0 = the whole scene")
-  parser.add_argument("--small-crop", type=int, default=512)
-  parser.add_argument("--diffusion-crop", type=int, default=512)
-  parser.add_argument("--sampler", default="dpm_solver_pp")
+  parser.add_argument("--diffusion-crop", type=int, default=256)
+  parser.add_argument("--sampler", default="ddim")
   parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--samples", type=int, default=4)
   parser.add_argument("--tile", type=int, default=512, help="output tile side, pixels")
   parser.add_argument("--overlap", type=int, default=32)
-  parser.add_argument("--runs", default="operator,operator-small,diffusion")
+  parser.add_argument("--runs", default="scene,scene-2x2,diffusion")
   parser.add_argument("--out", default=str(Path(__file__).parent / "results" /
                                            "bench_upsample.json"))
   parser.add_argument("--one", help=argparse.SUPPRESS)
@@ -109,22 +129,27 @@ def main() -> None:
   if args.one:
     print(json.dumps(run_one(json.loads(args.one))))
     return
-  base = dict(scene=args.scene, workdir=args.workdir, model_preset=args.model_preset,
-              scale=args.scale, sampler=args.sampler, steps=args.steps, tile=args.tile,
-              overlap=args.overlap)
-  specs = {"operator": dict(base, crop=args.crop, prior_only=True),
-           "operator-small": dict(base, crop=args.small_crop, prior_only=True),
-           "diffusion": dict(base, crop=args.diffusion_crop, prior_only=False)}
   results = {}
-  for name in args.runs.split(","):
-    child = subprocess.run([sys.executable, __file__, "--one", json.dumps(specs[name])],
-                           check=True, stdout=subprocess.PIPE, text=True)
-    results[name] = dict(json.loads(child.stdout.strip().splitlines()[-1]), **specs[name])
-    print(name, json.dumps(results[name]), flush=True)
+  with tempfile.TemporaryDirectory() as tmp:
+    inputs = make_scenes(args.scene, Path(tmp), args.diffusion_crop)
+    base = dict(workdir=args.workdir, model_preset=args.model_preset, scale=args.scale,
+                sampler=args.sampler, steps=args.steps, tile=args.tile, overlap=args.overlap)
+    for name in args.runs.split(","):
+      diffusion = name == "diffusion"
+      spec = dict(base, input=str(inputs[name]), out=str(Path(tmp) / f"out-{name}"),
+                  prior_only=not diffusion, samples=args.samples if diffusion else None)
+      child = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], check=True,
+                             stdout=subprocess.PIPE, text=True)
+      results[name] = dict(json.loads(child.stdout.strip().splitlines()[-1]), **spec)
+      print(name, json.dumps(results[name]), flush=True)
   import jax
+  ratio = lambda key: round(results["scene-2x2"][key] / results["scene"][key], 2)
   report = {"host": platform.node(), "cpus": os.cpu_count(), "backend": jax.default_backend(),
-            "model": args.workdir or f"{args.model_preset} (random weights)",
-            "runs": results}
+            "model": args.workdir or f"{args.model_preset} (random weights)", "runs": results}
+  if {"scene", "scene-2x2"} <= set(results):
+    report["scene_2x2_over_scene"] = {key: ratio(key) for key in
+                                      ("output_in_memory_mib", "peak_rss_mib", "working_mib")}
+    print("scene-2x2 / scene:", report["scene_2x2_over_scene"])
   write_record(report, args.out, indent=2)
 
 

@@ -98,13 +98,18 @@ def restore_training(manager: ocp.CheckpointManager, step: int, abstract_state: 
                      iterator: grain.DatasetIterator) -> Any:
   """The train state of ``step``, shaped and sharded like ``abstract_state``.
 
-  ``iterator`` is moved to the position it had at that step (in place). Raises
-  ``DamagedCheckpointError`` when the step cannot be read.
+  ``iterator`` is moved to the position it had at that step (in place): this process's file of
+  grain's handler, or process 0's when another number of processes wrote the step (every process
+  runs the same input pipeline, so their files are equal). Raises ``DamagedCheckpointError`` when
+  the step cannot be read.
   """
+  data = Path(manager.directory) / str(step) / "data"
+  own = data / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
   with _reading(manager, step):
     restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        data=grain.checkpoint.CheckpointRestore(iterator)))
+        state=ocp.args.StandardRestore(abstract_state)))
+    saved = own if own.exists() else min(data.glob("process_0-of-*.json"), default=own)
+    iterator.set_state(json.loads(saved.read_text()))
   return restored["state"]
 
 
@@ -219,15 +224,35 @@ def validation_sampler(workdir: str | os.PathLike,
 def _saved_diffusion_config(workdir: str | os.PathLike,
                             which: str) -> ml_collections.ConfigDict | None:
   """The ``diffusion`` config saved with the chosen stage-2 step, or None when there is none."""
-  directory = checkpoint_dir(workdir, "diffusion")
+  saved = _saved_config(workdir, "diffusion", which)
+  return None if saved is None else saved.diffusion
+
+
+def _saved_config(workdir: str | os.PathLike, stage: str,
+                  which: str) -> ml_collections.ConfigDict | None:
+  """The config saved with the chosen step of ``stage``, or None when it has none."""
+  directory = checkpoint_dir(workdir, stage)
   if not directory.is_dir():
     return None
   manager = stage_manager(directory, read_only=True)
   step = chosen_step(manager, which)
   if step is None:
     return None
-  return ml_collections.ConfigDict(
-      _as_tuples(_restore_items(manager, step, ("config",))["config"]["diffusion"]))
+  return ml_collections.ConfigDict(_as_tuples(_restore_items(manager, step, ("config",))["config"]))
+
+
+def saved_config(workdir: str | os.PathLike, which: str = "best") -> ml_collections.ConfigDict:
+  """The whole config a run saved with its model: stage 2's when it has one, else stage 1's.
+
+  Read for what travels with a model beyond its weights: ``data.value_mapping`` and ``data.bands``
+  (the value mapping and bands of raster inputs) and ``model.channels``. Raises
+  ``FileNotFoundError`` as ``restore_inference_params``.
+  """
+  for stage in ("diffusion", "operator"):
+    saved = _saved_config(workdir, stage, which)
+    if saved is not None:
+      return saved
+  raise _missing(workdir, "trained")
 
 
 def restore_inference_params(workdir: str | os.PathLike, which: str = "best"

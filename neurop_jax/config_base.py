@@ -51,7 +51,12 @@ def base_config(preset: str = "paper", stage: str = "all") -> ml_collections.Con
   Top level:
     stage: 'all' (operator then diffusion), 'operator' or 'diffusion'.
     seed: seed of initialisation, noise and dropout (the data order has ``data.seed``).
-    distributed: call ``jax.distributed.initialize()`` first (multi-host runs).
+    distributed: call ``jax.distributed.initialize()`` first (multi-process runs: every process
+      runs the same command and the same input pipeline, and puts its rows of each global batch
+      on its devices; process 0 writes the records, all of them the checkpoints).
+    coordinator_address, num_processes, process_id: its arguments ('host:port', the number of
+      processes, this one's index); '', 0 and -1 leave them to JAX's cluster detection (SLURM,
+      Open MPI, Kubernetes, Cloud TPU) and the JAX_COORDINATOR_ADDRESS variable.
     max_steps_per_run: stop after this many training steps in one process (0: no limit); the
       same command continues from the checkpoint written at the stop (time-sliced jobs, tests).
     model: ``neurop_jax.models.model_config`` fields.
@@ -90,6 +95,9 @@ def base_config(preset: str = "paper", stage: str = "all") -> ml_collections.Con
   config.stage = stage
   config.seed = 0
   config.distributed = False
+  config.coordinator_address = ""
+  config.num_processes = 0
+  config.process_id = -1
   config.max_steps_per_run = 0
   config.model = model_config(preset)
   config.data = default_data_config()

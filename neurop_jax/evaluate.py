@@ -246,7 +246,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
     skipped.append("NeurOp-Diff (the workdir has no stage-2 checkpoint)")
     logging.warning("evaluate: %s has no stage-2 (diffusion) checkpoint; NeurOp-Diff is skipped",
                     workdir)
-  source = build_sources(config.data)[settings.split]
+  source = build_sources(config.data, channels=model.operator.channels)[settings.split]
   source = Subset(source, evenly_spaced(len(source), settings.num_images))
   if not len(source):
     raise InputError(f"the {settings.split} split of config.data has no images")

@@ -1,11 +1,11 @@
 """Super-resolution from other JAX code: the prior once, then one compiled reverse-diffusion scan.
 
-Images at this boundary are NHWC float32 in [0, 1]: ``lr`` ``(B, h, w, 3)`` in, ``(B, H, W, 3)``
+Images at this boundary are NHWC float32 in [0, 1]: ``lr`` ``(B, h, w, C)`` in, ``(B, H, W, C)``
 out, with ``(H, W)`` given as ``out_shape`` or as ``scale`` (``(round(h * scale), round(w *
 scale))``, computed in Python from the static shape). Inside, the model works in [-1, 1]::
 
   model = make_model(model_config("paper"))
-  hr = super_resolve(model, params, lr, scale=4, rng=jax.random.key(0))  # (B, 4h, 4w, 3)
+  hr = super_resolve(model, params, lr, scale=4, rng=jax.random.key(0))  # (B, 4h, 4w, C)
 
 ``super_resolve`` validates its arguments in Python and calls one jitted pure function (static:
 the model, the output shape, the sampler and the timestep sequence, i.e. ``steps`` and ``skip``);
@@ -67,7 +67,7 @@ def default_schedule() -> Schedule:
 
 def output_size(lr_shape: Sequence[int], *, scale: float | None = None,
                 out_shape: Sequence[int] | None = None) -> tuple[int, int]:
-  """The HR size ``(H, W)`` for an ``lr`` of shape ``(B, h, w, 3)`` and exactly one of the two.
+  """The HR size ``(H, W)`` for an ``lr`` of shape ``(B, h, w, C)`` and exactly one of the two.
 
   ``scale`` gives ``(round(h * scale), round(w * scale))``; ``out_shape`` is ``(H, W)`` itself.
   Raises ValueError when both or neither are given, when ``scale`` is not a finite number > 0
@@ -103,29 +103,30 @@ def untiled_output_size(lr_shape: Sequence[int], *, scale: float | None = None,
   return out_h, out_w
 
 
-def check_layout(lr_shape: Sequence[int], dtype: jnp.dtype) -> None:
-  """Raise ValueError unless ``lr_shape`` is NHWC RGB ``(B, h, w, 3)`` and ``dtype`` a float."""
+def check_layout(lr_shape: Sequence[int], dtype: jnp.dtype, channels: int = 3) -> None:
+  """Raise ValueError unless ``lr_shape`` is NHWC ``(B, h, w, channels)`` and ``dtype`` a float."""
   if len(lr_shape) != 4:
     hint = " (a single HWC image: pass lr[None])" if len(lr_shape) == 3 else ""
-    raise ValueError(f"lr has shape {tuple(lr_shape)}: expected NHWC (B, h, w, 3){hint}")
-  if lr_shape[-1] != 3:
-    if lr_shape[1] == 3:
+    raise ValueError(f"lr has shape {tuple(lr_shape)}: expected NHWC (B, h, w, {channels}){hint}")
+  if lr_shape[-1] != channels:
+    if lr_shape[1] == channels:
       raise ValueError(f"lr has shape {tuple(lr_shape)}, which looks like NCHW: images are NHWC "
-                       "(B, h, w, 3); transpose with lr.transpose(0, 2, 3, 1)")
-    raise ValueError(f"lr has {lr_shape[-1]} channels, expected 3 (RGB): convert grayscale or RGBA "
-                     "images to RGB first")
+                       f"(B, h, w, {channels}); transpose with lr.transpose(0, 2, 3, 1)")
+    what = ("(RGB): convert grayscale or RGBA images to RGB first" if channels == 3 else
+            "(the model's bands)")
+    raise ValueError(f"lr has {lr_shape[-1]} channels, expected {channels} {what}")
   if not jnp.issubdtype(dtype, jnp.floating):
     raise ValueError(f"lr has dtype {dtype}: images must be floats in [0, 1]; divide uint8 by 255")
 
 
-def check_images(lr: jax.Array | np.ndarray) -> None:
-  """Raise ValueError unless ``lr`` is a float NHWC RGB batch ``(B, h, w, 3)`` in [0, 1].
+def check_images(lr: jax.Array | np.ndarray, channels: int = 3) -> None:
+  """Raise ValueError unless ``lr`` is a float NHWC batch ``(B, h, w, channels)`` in [0, 1].
 
   The values (finite, in range) are checked only on concrete arrays (not under jit or vmap
   tracing), with ``RANGE_TOLERANCE`` for bicubic overshoot; checking them waits for the array to
   be computed.
   """
-  check_layout(lr.shape, lr.dtype)
+  check_layout(lr.shape, lr.dtype, channels)
   if isinstance(lr, jax.core.Tracer):
     return
   values = np.asarray(lr)
@@ -148,7 +149,7 @@ def _typed_key(rng: jax.Array) -> jax.Array:
 
 def compute_prior(model: NeurOpDiff, params: dict, lr: jax.Array,
                   out_shape: tuple[int, int]) -> jax.Array:
-  """The operator's prior of ``lr`` ``(B, h, w, 3)`` in [0, 1]: ``(B, H, W, 3)`` in [-1, 1] scale.
+  """The operator's prior of ``lr`` ``(B, h, w, C)`` in [0, 1]: ``(B, H, W, C)`` in [-1, 1] scale.
 
   Not clipped (the diffusion UNet is conditioned on the unclipped prior). Pure; jit it with
   ``model`` and ``out_shape`` static.
@@ -167,10 +168,10 @@ def sample_conditioned(net_fn: NetFn, prior: jax.Array, x_T: jax.Array, rng: jax
                        ) -> jax.Array | tuple[jax.Array, Trajectory]:
   """Reverse diffusion of any conditioned network in ``formulation``'s space, as an image.
 
-  ``net_fn(x_t, g)`` is the network closed over its parameters and ``prior`` ``(B, H, W, 3)``
-  (the [-1, 1] scale); ``x_T`` ``(B, H, W, 3)`` standard normal. The sampler runs in the
+  ``net_fn(x_t, g)`` is the network closed over its parameters and ``prior`` ``(B, H, W, C)``
+  (the [-1, 1] scale); ``x_T`` ``(B, H, W, C)`` standard normal. The sampler runs in the
   formulation's space (image or scaled residual) with its target; the result is
-  ``formulation.to_image``: ``(B, H, W, 3)`` in [-1, 1], clipped. A trajectory, if asked, is in
+  ``formulation.to_image``: ``(B, H, W, C)`` in [-1, 1], clipped. A trajectory, if asked, is in
   the diffusion space.
   """
   out = sample(net_fn, x_T, rng, schedule=schedule, sampler=sampler, steps=steps, eta=eta,
@@ -192,14 +193,14 @@ def sample_given_prior(model: NeurOpDiff, params: dict, prior: jax.Array, x_T: j
   Args:
     model: the NeurOp-Diff module (its ``denoise`` is the network).
     params: ``{'params': {'operator': ..., 'unet': ...}}`` (only the UNet's are read).
-    prior: ``(B, H, W, 3)`` the operator's image in the [-1, 1] scale (``compute_prior``).
-    x_T: ``(B, H, W, 3)`` standard normal start noise.
+    prior: ``(B, H, W, C)`` the operator's image in the [-1, 1] scale (``compute_prior``).
+    x_T: ``(B, H, W, C)`` standard normal start noise.
     rng: a PRNG key for the stochastic samplers.
     formulation: what the UNet predicts and in which space it diffuses (the paper: eps, image).
     schedule, sampler, steps, eta, skip, timesteps, return_trajectory: as ``samplers.sample``.
 
   Returns:
-    ``(B, H, W, 3)`` the image in [-1, 1] (clipped), and the ``Trajectory`` if asked.
+    ``(B, H, W, C)`` the image in [-1, 1] (clipped), and the ``Trajectory`` if asked.
   """
   net_fn = lambda x, g: model.apply(params, x, g, prior, method=model.denoise)
   return sample_conditioned(net_fn, prior, x_T, rng, schedule=schedule, formulation=formulation,
@@ -218,7 +219,7 @@ def _super_resolve(model: NeurOpDiff, params: dict, lr: jax.Array, rng: jax.Arra
                    eta: jax.Array, schedule: Schedule, *, out_shape: tuple[int, int],
                    sampler: str, timesteps: tuple[int, ...],
                    formulation: Formulation) -> jax.Array:
-  """The pure, jitted body of ``super_resolve``: ``lr`` (B, h, w, 3) [0, 1] -> (B, H, W, 3) [0, 1]."""
+  """The pure, jitted body of ``super_resolve``: ``lr`` (B, h, w, C) [0, 1] -> (B, H, W, C) [0, 1]."""
   prior = compute_prior(model, params, lr, out_shape)
   x_T = jax.random.normal(jax.random.fold_in(rng, 0), prior.shape, jnp.float32)
   image = sample_given_prior(model, params, prior, x_T, jax.random.fold_in(rng, 1),
@@ -250,7 +251,7 @@ def super_resolve(model: NeurOpDiff, params: dict, lr: jax.Array, *, scale: floa
                   steps: int = 50, eta: float | jax.Array = 0.0, skip: str | None = None,
                   schedule: Schedule | None = None,
                   formulation: Formulation = Formulation()) -> jax.Array:
-  """NeurOp-Diff super-resolution: ``lr`` ``(B, h, w, 3)`` in [0, 1] -> ``(B, H, W, 3)`` in [0, 1].
+  """NeurOp-Diff super-resolution: ``lr`` ``(B, h, w, C)`` in [0, 1] -> ``(B, H, W, C)`` in [0, 1].
 
   The prior is computed once; then ``steps`` steps of ``sampler`` run in one ``lax.scan`` from
   x_T ~ N(0, 1). Jitted; works inside the caller's ``jit`` and under ``vmap``.
@@ -259,7 +260,7 @@ def super_resolve(model: NeurOpDiff, params: dict, lr: jax.Array, *, scale: floa
     model: ``make_model(cfg)``; with ``cfg.dtype = 'bfloat16'`` the network computes in bfloat16
       and the result is still float32.
     params: ``{'params': {'operator': ..., 'unet': ...}}`` (the EMA weights for sampling).
-    lr: ``(B, h, w, 3)`` float images in [0, 1].
+    lr: ``(B, h, w, C)`` float images in [0, 1].
     scale: the upsampling factor (a Python number >= 1, non-integer allowed), or
     out_shape: the HR size ``(H, W)``; give exactly one of the two.
     rng: a PRNG key: x_T from ``fold_in(rng, 0)``, the sampler's noise from ``fold_in(rng, 1)``.
@@ -273,14 +274,14 @@ def super_resolve(model: NeurOpDiff, params: dict, lr: jax.Array, *, scale: floa
       default. A run's own: ``schedule, formulation = checkpoints.restore_sampling(workdir)``.
 
   Returns:
-    ``(B, H, W, 3)`` float32 in [0, 1].
+    ``(B, H, W, C)`` float32 in [0, 1].
 
   Raises:
     ValueError: on a bad ``lr`` (see ``check_images``), scale or out_shape
       (``untiled_output_size``), an unknown sampler or skip, or eta != 0 with a sampler other than
       'ddim'.
   """
-  check_images(lr)
+  check_images(lr, model.operator.channels)
   out_shape = untiled_output_size(lr.shape, scale=scale, out_shape=out_shape)
   timesteps, schedule, eta = _sampling_options(sampler, steps, eta, skip, schedule)
   return _super_resolve(model, params, jnp.asarray(lr, jnp.float32), _typed_key(rng), eta, schedule,
@@ -288,13 +289,48 @@ def super_resolve(model: NeurOpDiff, params: dict, lr: jax.Array, *, scale: floa
                         formulation=formulation)
 
 
+@functools.partial(jax.jit, static_argnames=("model", "out_shape", "sampler", "timesteps",
+                                             "formulation"))
+def _sample_spread(model: NeurOpDiff, params: dict, lr: jax.Array, rngs: jax.Array,
+                   eta: jax.Array, schedule: Schedule, **static) -> tuple[jax.Array, jax.Array]:
+  """Mean and standard deviation over the draws of ``_super_resolve``, one per key of ``rngs``."""
+  draws = jax.vmap(lambda rng: _super_resolve(model, params, lr, rng, eta, schedule, **static))(rngs)
+  return draws.mean(axis=0), draws.std(axis=0)
+
+
+def super_resolve_samples(model: NeurOpDiff, params: dict, lr: jax.Array, *, samples: int,
+                          scale: float | None = None, out_shape: tuple[int, int] | None = None,
+                          rng: jax.Array, sampler: str = "ddim", steps: int = 50,
+                          eta: float | jax.Array = 0.0, skip: str | None = None,
+                          schedule: Schedule | None = None,
+                          formulation: Formulation = Formulation()) -> tuple[jax.Array, jax.Array]:
+  """``samples`` draws of ``super_resolve`` in one program, summarised per pixel.
+
+  The draws use the keys ``jax.random.split(rng, samples)`` and run vmapped (the prior is computed
+  once); where they disagree the model is guessing. Arguments as ``super_resolve``.
+
+  Returns:
+    ``(mean, std)``, each ``(B, H, W, C)`` float32: the mean of the draws in [0, 1] and their
+    standard deviation (ddof 0; zeros for one draw), in the same [0, 1] units.
+  """
+  if samples < 1:
+    raise ValueError(f"samples must be at least 1, got {samples}")
+  check_images(lr, model.operator.channels)
+  out_shape = untiled_output_size(lr.shape, scale=scale, out_shape=out_shape)
+  timesteps, schedule, eta = _sampling_options(sampler, steps, eta, skip, schedule)
+  rngs = jax.random.split(_typed_key(rng), samples)
+  return _sample_spread(model, params, jnp.asarray(lr, jnp.float32), rngs, eta, schedule,
+                        out_shape=out_shape, sampler=sampler, timesteps=timesteps,
+                        formulation=formulation)
+
+
 def prior_only(model: NeurOpDiff, params: dict, lr: jax.Array, *, scale: float | None = None,
                out_shape: tuple[int, int] | None = None) -> jax.Array:
-  """The neural-operator (SRNO) baseline: ``(B, H, W, 3)`` float32 in [0, 1], clipped.
+  """The neural-operator (SRNO) baseline: ``(B, H, W, C)`` float32 in [0, 1], clipped.
 
   Arguments and validation as ``super_resolve``; only the operator's parameters are read.
   """
-  check_images(lr)
+  check_images(lr, model.operator.channels)
   out_shape = untiled_output_size(lr.shape, scale=scale, out_shape=out_shape)
   return _prior_only(model, params, jnp.asarray(lr, jnp.float32), out_shape=out_shape)
 
@@ -304,7 +340,7 @@ def make_super_resolver(model: NeurOpDiff, *, lr_shape: Sequence[int], scale: fl
                         steps: int = 50, eta: float = 0.0, skip: str | None = None,
                         schedule: Schedule | None = None,
                         formulation: Formulation = Formulation()) -> Resolver:
-  """A super-resolver ``(params, lr, rng) -> (B, H, W, 3)`` for inputs of shape ``lr_shape``.
+  """A super-resolver ``(params, lr, rng) -> (B, H, W, C)`` for inputs of shape ``lr_shape``.
 
   The shapes and options are validated and fixed once; every call runs the same compiled program
   (compiled on the first call, then taken from JAX's jit cache, which resolvers with the same
@@ -314,15 +350,15 @@ def make_super_resolver(model: NeurOpDiff, *, lr_shape: Sequence[int], scale: fl
 
   Args:
     model: ``make_model(cfg)``.
-    lr_shape: ``(B, h, w, 3)``, the shape every ``lr`` will have.
+    lr_shape: ``(B, h, w, C)``, the shape every ``lr`` will have.
     scale, out_shape, sampler, steps, eta, skip, schedule, formulation: as ``super_resolve``.
 
   Returns:
-    ``resolver(params, lr, rng)``: ``lr`` ``(B, h, w, 3)`` in [0, 1] -> float32 ``(B, H, W, 3)`` in
+    ``resolver(params, lr, rng)``: ``lr`` ``(B, h, w, C)`` in [0, 1] -> float32 ``(B, H, W, C)`` in
     [0, 1].
   """
   lr_shape = tuple(int(n) for n in lr_shape)
-  check_layout(lr_shape, jnp.float32)
+  check_layout(lr_shape, jnp.float32, model.operator.channels)
   hr_shape = untiled_output_size(lr_shape, scale=scale, out_shape=out_shape)
   timesteps, schedule, eta = _sampling_options(sampler, steps, eta, skip, schedule)
 
@@ -330,7 +366,7 @@ def make_super_resolver(model: NeurOpDiff, *, lr_shape: Sequence[int], scale: fl
     if tuple(lr.shape) != lr_shape:
       raise ValueError(f"lr has shape {tuple(lr.shape)} but this resolver was made for {lr_shape}: "
                        "make another resolver (or call super_resolve) for other shapes")
-    check_images(lr)
+    check_images(lr, model.operator.channels)
     return _super_resolve(model, params, jnp.asarray(lr, jnp.float32), _typed_key(rng), eta,
                           schedule, out_shape=hr_shape, sampler=sampler, timesteps=timesteps,
                           formulation=formulation)

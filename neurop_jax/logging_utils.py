@@ -42,9 +42,10 @@ def quiet_orbax() -> None:
 
 
 def image_grid(rows: list[list[np.ndarray]], gap: int = 2) -> np.ndarray:
-  """Tiles ``rows`` of ``(H, W, 3)`` images in [0, 1] on a white ground, ``gap`` pixels apart.
+  """Tiles ``rows`` of ``(H, W, C)`` images in [0, 1] on a white ground, ``gap`` pixels apart.
 
   Cells take the largest height and width found; smaller images sit at their top-left corner.
+  The first three bands are shown as RGB (of a red, green, blue, near-infrared model: the colours).
   Returns float32 ``(rows * (H + gap) - gap, cols * (W + gap) - gap, 3)``.
   """
   h = max(im.shape[0] for row in rows for im in row)
@@ -54,7 +55,7 @@ def image_grid(rows: list[list[np.ndarray]], gap: int = 2) -> np.ndarray:
   for i, row in enumerate(rows):
     for j, im in enumerate(row):
       y, x = i * (h + gap), j * (w + gap)
-      grid[y:y + im.shape[0], x:x + im.shape[1]] = np.clip(im, 0.0, 1.0)
+      grid[y:y + im.shape[0], x:x + im.shape[1]] = np.clip(im[..., :3], 0.0, 1.0)
   return grid
 
 

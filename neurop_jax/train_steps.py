@@ -46,9 +46,14 @@ def batch_sharding(mesh: Mesh, stacked: bool = False) -> NamedSharding:
 
 
 def to_device(batch: dict[str, np.ndarray], sharding: NamedSharding) -> Batch:
-  """This process's part of a global batch as global arrays (numeric fields only)."""
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in batch.items() if np.asarray(v).dtype.kind in "fiub"}
+  """A global batch, which every process holds whole, as global arrays (numeric fields only).
+
+  Each process copies to its devices only the rows that ``sharding`` places there, so that a run
+  of any number of processes computes on the same global batch (and the same row order) as one.
+  """
+  arrays = {k: np.asarray(v) for k, v in batch.items()}
+  return {k: jax.make_array_from_callback(v.shape, sharding, lambda index, v=v: v[index])
+          for k, v in arrays.items() if v.dtype.kind in "fiub"}
 
 
 def query_grid(batch: int, out_hw: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
@@ -120,8 +125,10 @@ def scan_steps(step: StepFn, state: TrainState, batches: Batch,
                rng: jax.Array) -> tuple[TrainState, Metrics]:
   """``k`` steps over ``batches`` stacked ``(k, B, ...)``; step n gets ``fold_in(rng, n)``.
 
-  Returns the final state and the metrics of every step, each ``(k,)``. One step runs outside a
-  loop: XLA:CPU runs a training step about 20 times slower as a loop body (jax 0.10).
+  Returns the final state and the metrics of every step, each ``(k,)``; one step runs without a
+  loop. (XLA:CPU, jax 0.10, leaves the convolutions of JAX's convolution gradients in a loop body
+  in their transposed form and runs them about 10 times slower there: ``models.conv`` computes
+  those gradients in forms that do not need that rewrite.)
   """
   def body(state, batch):
     return step(state, batch, jax.random.fold_in(rng, state.step))
@@ -136,9 +143,8 @@ def compile_steps(step: StepFn, mesh: Mesh) -> Callable[[TrainState, Batch, jax.
                                                          tuple[TrainState, Metrics]]:
   """``scan_steps`` of ``step`` jitted on ``mesh``: batch sharded on 'data', state replicated.
 
-  The state is donated (updated in place) on accelerators. Not on CPU: there XLA runs the
-  aliased program about 20 times slower (jax 0.10: 5 s instead of 0.3 s of CPU for the
-  quickstart's operator step) and host memory is not the limit.
+  The state is donated (updated in place) on accelerators, not on CPU, where host memory is not
+  the limit.
   """
   rep = replicated(mesh)
   donate = () if mesh.devices.flat[0].platform == "cpu" else (0,)

@@ -134,6 +134,26 @@ def test_other_samplers_run_end_to_end(micro, lr01, sampler):
   assert max_abs_diff(first, run(1)) > 1e-3
 
 
+def test_samples_give_the_mean_and_spread_of_the_draws(micro, lr01):
+  model = make_model(micro.cfg)
+  rng = jax.random.key(3)
+  options = dict(scale=4, rng=rng, sampler="ddim", steps=3, eta=1.0)
+  mean, std = inference.super_resolve_samples(model, micro.params, lr01, samples=3, **options)
+  assert mean.shape == std.shape == (1, 32, 32, 3)
+  draws = [inference.super_resolve(model, micro.params, lr01, **dict(options, rng=key))
+           for key in jax.random.split(rng, 3)]
+  np.testing.assert_allclose(mean, np.mean(draws, axis=0), atol=1e-4)  # batched vs single convs
+  np.testing.assert_allclose(std, np.std(draws, axis=0), atol=1e-4)
+  assert float(std.mean()) > 1e-3
+  one_mean, one_std = inference.super_resolve_samples(model, micro.params, lr01, samples=1,
+                                                      **options)
+  np.testing.assert_array_equal(one_std, 0)
+  np.testing.assert_allclose(one_mean, inference.super_resolve(
+      model, micro.params, lr01, **dict(options, rng=jax.random.split(rng, 1)[0])), atol=1e-4)
+  with pytest.raises(ValueError, match="samples must be at least 1"):
+    inference.super_resolve_samples(model, micro.params, lr01, samples=0, **options)
+
+
 def test_output_shapes_for_odd_sizes(micro):
   model = make_model(micro.cfg)
   lr = jax.random.uniform(jax.random.key(0), (1, 11, 13, 3))

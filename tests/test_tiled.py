@@ -10,7 +10,7 @@ import pytest
 
 from conftest import load_fixture, max_abs_diff
 from neurop_jax import tiling
-from neurop_jax.data.images import to_uint8
+from neurop_jax.io.images import to_uint8
 from neurop_jax.inference import compute_prior, default_schedule, prior_only, sample_conditioned
 from neurop_jax.models import make_model
 from neurop_jax.parameterization import Formulation

@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import FIXTURE_DIRS, load_fixture
 from neurop_jax.convert import read_state_dict
-from neurop_jax.data.images import read_image, write_image
+from neurop_jax.io.images import read_image, write_image
 from neurop_jax.inference import prior_only
 from neurop_jax.models import make_model
 from neurop_jax.upsample import main
@@ -49,7 +49,7 @@ def _run(args, checkpoints, capsys, checkpoint="neurop_diff.npz", preset="micro"
 
 
 def test_prior_only_png_jpeg_geotiff(tmp_path, png, checkpoints, capsys):
-  from test_geotiff import make_geotiff, rasterio  # skips without rasterio (the 'geo' extra)
+  from test_rasters import make_geotiff, rasterio  # skips without rasterio (the 'geo' extra)
   jpg = tmp_path / "in" / "photo.jpg"
   write_image(jpg, np.random.default_rng(1).random((*HW, 3)))
   geo = make_geotiff(tmp_path / "in" / "field.tif", hw=HW, pixel=0.5)
@@ -63,7 +63,7 @@ def test_prior_only_png_jpeg_geotiff(tmp_path, png, checkpoints, capsys):
   for name, source in zip(names, (png, jpg, geo)):
     result = read_image(out / name)
     assert result.shape == (2 * HW[0], 2 * HW[1], 3)
-    if name.endswith(".png"):
+    if not name.endswith(".jpg"):  # the PNG and the GeoTIFF (read a window at a time)
       expected = prior_only(model, params, read_image(source)[None], scale=2)[0]
       assert np.abs(result - np.asarray(expected)).max() <= 1 / 255 + 1e-6
   with rasterio.open(geo) as src, rasterio.open(out / "field_x2.tif") as sr:
@@ -139,6 +139,11 @@ def test_damaged_workdir_checkpoint_is_one_line(tmp_path, png, trained_workdir, 
     ("scale inf", "scale inf is out of range"),
     ("bare UNet checkpoint", "holds a UNet alone"),
     ("wrong preset", r"does not fit the configured model: missing \d+ \(.*, \.\.\.\)"),
+    ("uint16 without a mapping", r"holds uint16 values: give .* --values LOW:HIGH"),
+    ("values outside the mapping", r"lie outside the value mapping 0:255 .* give --values"),
+    ("four bands for three", r"has 4 bands and the model reads 3: choose them with --bands"),
+    ("bad value mapping", r"cannot read '0-10000' as LOW:HIGH"),
+    ("samples with prior only", r"--samples 2: .* without --prior-only"),
 ])
 def test_bad_input_is_a_message_and_writes_nothing(case, message, tmp_path, png, checkpoints,
                                                    capsys):
@@ -181,6 +186,18 @@ def test_bad_input_is_a_message_and_writes_nothing(case, message, tmp_path, png,
     checkpoint = "unet.npz"
   elif case == "wrong preset":
     preset = "small"
+  elif case in ("uint16 without a mapping", "values outside the mapping", "bad value mapping"):
+    from test_rasters import make_raster
+    data = np.random.default_rng(0).integers(0, 10000, (3, *HW)).astype(np.uint16)
+    inputs = [make_raster(tmp_path / "reflectance.tif", data)]
+    extra = {"uint16 without a mapping": [], "values outside the mapping": ["--values", "0:255"],
+             "bad value mapping": ["--values", "0-10000"]}[case]
+  elif case == "four bands for three":
+    from test_rasters import make_raster
+    inputs = [make_raster(tmp_path / "rgbn.tif", np.ones((4, *HW), np.uint16))]
+    extra = ["--values", "0:10000"]
+  elif case == "samples with prior only":
+    extra = ["--samples", "2", "--prior-only"]
   if case == "missing workdir":
     status = main([str(png), "--scale", "2", "--out", str(out), "--workdir", str(tmp_path / "run")])
     err = capsys.readouterr().err
@@ -210,7 +227,7 @@ def test_file_undecodable_when_read_leaves_no_partial_output(tmp_path, png, chec
 
 
 def test_geotiff_without_rasterio_names_the_extra(tmp_path, checkpoints, capsys, monkeypatch):
-  from test_geotiff import make_geotiff
+  from test_rasters import make_geotiff
   geo = make_geotiff(tmp_path / "field.tif")
   monkeypatch.setitem(sys.modules, "rasterio", None)
   status, io = _run([geo, "--scale", "2", "--out", tmp_path / "out", "--prior-only"], checkpoints,

@@ -2,7 +2,7 @@
 
 from neurop_jax.data.config import default_data_config
 from neurop_jax.data.degrade import downsample, eval_pair, eval_sizes, lr_size
-from neurop_jax.data.images import decode_image, list_images, read_image, write_image
+from neurop_jax.io.images import decode_image, list_images, read_image, write_image
 from neurop_jax.data.pipelines import (diffusion_dataset, diffusion_pipeline, eval_batches,
                                        operator_dataset, operator_pipeline)
 from neurop_jax.data.sources import (ImageFolderSource, TfdsSource, build_sources,

@@ -19,6 +19,13 @@ def default_data_config() -> ml_collections.ConfigDict:
       (``source.bad_images``) and drops it from the batches.
     allow_convert: convert grayscale/palette/alpha/CMYK/16-bit/float images to RGB with a warning;
       False makes them errors.
+    value_mapping: a value mapping 'LOW:HIGH' (or one per band, ``neurop_jax.io.values``), e.g.
+      '0:10000' for surface reflectance scaled by 10000: set, the 'folder' source reads its TIFFs with
+      rasterio, any band count and dtype, mapped to [0, 1] (nodata pixels filled as for
+      super-resolution, ``neurop_jax.io.nodata``). Saved with the checkpoints, so ``upsample
+      --workdir`` maps its inputs the same way. '' reads 8-bit images as RGB (the paper).
+    bands: the 1-based bands read from those TIFFs, e.g. '4,3,2'; '' for all (their number must
+      be ``model.channels``). Saved with the checkpoints too.
   Split into train/val/test (``build_sources``):
     split: 'auto' ('file' if ``split_file`` is set, else 'folders' when the root has train/, val/
       or test/ folders, else 'fractions'), 'fractions', 'folders' (top folders train/val/test; a
@@ -59,6 +66,8 @@ def default_data_config() -> ml_collections.ConfigDict:
   config.tfds_data_dir = ""
   config.skip_bad_images = False
   config.allow_convert = True
+  config.value_mapping = ""
+  config.bands = ""
 
   config.split = "auto"
   config.train_fraction = 0.8

@@ -19,7 +19,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from neurop_jax.data import images, splits
+from neurop_jax.data import splits
+from neurop_jax.io import images, rasters
 from neurop_jax.errors import InputError
 
 
@@ -53,14 +54,21 @@ class _SkipsBadImages:
 
 
 class ImageFolderSource(_SkipsBadImages):
-  """The images ``names`` (relative paths) under ``root``, read on access."""
+  """The images ``names`` (relative paths) under ``root``, read on access.
+
+  With a value mapping ``values`` (``neurop_jax.io.values``) the files are rasters read through
+  rasterio (``rasters.read_unit``): ``channels`` bands, ``bands`` chosen 1-based (None: all), as
+  float32 ``(H, W, channels)`` in [0, 1]; without, 8-bit RGB images (``images.read_image``).
+  """
 
   def __init__(self, root: str | os.PathLike, names: Sequence[str], *,
-               skip_bad_images: bool = False, allow_convert: bool = True):
+               skip_bad_images: bool = False, allow_convert: bool = True, values: str = "",
+               bands: Sequence[int] | None = None, channels: int = 3):
     super().__init__(skip_bad_images)
     self.root = Path(root)
     self.names = list(names)
     self._allow_convert = allow_convert
+    self._raster = (channels, bands, values) if values else None
 
   def __len__(self) -> int:
     return len(self.names)
@@ -68,6 +76,8 @@ class ImageFolderSource(_SkipsBadImages):
   def __getitem__(self, index: int) -> dict[str, Any] | None:
     name = self.names[index]
     path = self.root / name
+    if self._raster is not None:
+      return self._load(name, lambda: rasters.read_unit(path, *self._raster))
     return self._load(name, lambda: images.read_image(path, allow_convert=self._allow_convert))
 
   def __repr__(self) -> str:
@@ -153,11 +163,13 @@ def _resolve_split(config: ml_collections.ConfigDict, names: Sequence[str]) -> d
 
 
 def build_sources(config: ml_collections.ConfigDict,
-                  record_to: str | os.PathLike | None = None) -> dict[str, Any]:
+                  record_to: str | os.PathLike | None = None, channels: int = 3) -> dict[str, Any]:
   """The train, val and test sources described by the data ``config``.
 
   ``config.source`` picks the images ('sample', 'folder' or 'tfds') and ``config.split`` how they
-  are divided (see ``default_data_config``). When ``record_to`` is given the split used is written
+  are divided (see ``default_data_config``); ``channels`` is the model's band count, read from
+  rasters when ``config.value_mapping`` is set (the 'folder' source), else 3 (RGB). When
+  ``record_to`` is given the split used is written
   there as JSON (``splits.write_split``), so that the run records it.
   """
   options = dict(skip_bad_images=config.skip_bad_images, allow_convert=config.allow_convert)
@@ -170,6 +182,15 @@ def build_sources(config: ml_collections.ConfigDict,
   elif config.source in ("sample", "folder"):
     root = sample_data_path() if config.source == "sample" else Path(config.path)
     split = _resolve_split(config, images.list_images(root))
+    if config.value_mapping:
+      if config.source != "folder":
+        raise InputError("config.data.value_mapping maps raster values: it needs "
+                         "--config.data.source=folder (a folder of GeoTIFF tiles)")
+      options.update(values=config.value_mapping, bands=rasters.parse_bands(config.bands),
+                     channels=channels)
+    elif channels != 3:
+      raise InputError(f"the model reads {channels} bands, images are RGB: set "
+                       "--config.data.value_mapping (e.g. 0:10000) to read a folder of GeoTIFF tiles")
     make = functools.partial(ImageFolderSource, root, **options)
   else:
     raise ValueError(f"unknown data source {config.source!r} (sample, folder or tfds)")

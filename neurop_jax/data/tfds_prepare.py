@@ -23,7 +23,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from tensorflow_datasets.image_classification import uc_merced
 
-from neurop_jax.data import images
+from neurop_jax.io import images
 
 
 class _UcMercedFromFolder(uc_merced.UcMerced, skip_registration=True):

@@ -1,7 +1,7 @@
 """Random training transforms, pure functions of an image and a ``np.random.Generator``.
 
-Images are float32 ``(H, W, 3)`` in [0, 1]. LR images are bicubic (PIL-exact) downsamplings of the
-HR crop, clipped to [0, 1] (as PIL's 8-bit resize clips; they are not quantised to 8 bits). The
+Images are float32 ``(H, W, C)`` in [0, 1] (C = 3, RGB, or the bands of rasters). LR images are
+bicubic (PIL-exact) downsamplings of the HR crop, clipped to [0, 1] (as PIL's 8-bit resize clips; they are not quantised to 8 bits). The
 pipelines call these functions inside grain random maps, which hand them a generator seeded by the
 pipeline seed and the element (or batch) index.
 """
@@ -61,7 +61,7 @@ def operator_example(image: np.ndarray, rng: np.random.Generator, patch_size: in
       "lr": lr,
       "coord": make_coord((c, c)).reshape(-1, 2)[query].reshape(p, p, 2),
       "cell": make_cell((c, c)),
-      "gt": crop.reshape(-1, 3)[query].reshape(p, p, 3),
+      "gt": crop.reshape(-1, crop.shape[-1])[query].reshape(p, p, crop.shape[-1]),
       "scale": np.float32(c / p),
   }
 

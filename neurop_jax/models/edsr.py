@@ -13,10 +13,12 @@ from typing import Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
+from neurop_jax.models.conv import Conv
+
 
 def conv3x3(features: int, name: str, dtype: jnp.dtype) -> nn.Conv:
   """A 3x3 convolution with zero padding 1 and bias (PyTorch's Conv2d(k=3, padding=1))."""
-  return nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), dtype=dtype, name=name)
+  return Conv(features, (3, 3), padding=((1, 1), (1, 1)), dtype=dtype, name=name)
 
 
 class ResBlock(nn.Module):

@@ -1,6 +1,7 @@
 """NeurOp-Diff: the neural-operator prior conditioning an SR3 diffusion UNet.
 
-All arrays are NHWC in the [-1, 1] image scale. The prior is its own call (``prior``) so that a
+All arrays are NHWC in the [-1, 1] image scale, with ``C = model.channels`` bands (3, RGB, in the
+paper). The prior is its own call (``prior``) so that a
 sampler computes it once per image and then calls ``denoise`` at every step.
 """
 
@@ -21,12 +22,12 @@ class NeurOpDiff(nn.Module):
   unet: UNet
 
   def prior(self, lr: jnp.ndarray, coord: jnp.ndarray, cell: jnp.ndarray) -> jnp.ndarray:
-    """The operator's image ``(B, H, W, 3)`` from ``lr`` ``(B, h, w, 3)``, ``coord``, ``cell``."""
+    """The operator's image ``(B, H, W, C)`` from ``lr`` ``(B, h, w, C)``, ``coord``, ``cell``."""
     return self.operator(lr, coord, cell)
 
   def denoise(self, x_t: jnp.ndarray, noise_level: jnp.ndarray, prior: jnp.ndarray,
               train: bool = False) -> jnp.ndarray:
-    """The UNet's output ``(B, H, W, 3)`` for ``x_t`` at ``noise_level`` ``(B,)`` given the prior:
+    """The UNet's output ``(B, H, W, C)`` for ``x_t`` at ``noise_level`` ``(B,)`` given the prior:
     the predicted noise in the paper, or x0 / v (``neurop_jax.parameterization``)."""
     return self.unet(jnp.concatenate([x_t, prior], axis=-1), noise_level, train)
 
@@ -40,7 +41,8 @@ def make_operator(cfg: ml_collections.ConfigDict, dtype: jnp.dtype = jnp.float32
   o = cfg.operator
   return NeuralOperator(encoder=o.encoder, encoder_blocks=o.encoder_blocks,
                         encoder_features=o.encoder_features, width=o.width, heads=o.heads,
-                        blocks=o.blocks, head_hidden=o.head_hidden, dtype=dtype)
+                        blocks=o.blocks, head_hidden=o.head_hidden,
+                        channels=cfg.get("channels", 3), dtype=dtype)
 
 
 def make_unet(cfg: ml_collections.ConfigDict, dtype: jnp.dtype = jnp.float32) -> UNet:
@@ -48,7 +50,8 @@ def make_unet(cfg: ml_collections.ConfigDict, dtype: jnp.dtype = jnp.float32) ->
   u = cfg.unet
   return UNet(inner_channel=u.inner_channel, channel_mults=tuple(u.channel_mults),
               res_blocks=u.res_blocks, attn_res=tuple(u.attn_res), norm_groups=u.norm_groups,
-              dropout=u.dropout, image_size=u.image_size, pad_mode=u.pad_mode, dtype=dtype)
+              dropout=u.dropout, image_size=u.image_size, out_channels=cfg.get("channels", 3),
+              pad_mode=u.pad_mode, dtype=dtype)
 
 
 def make_model(cfg: ml_collections.ConfigDict) -> NeurOpDiff:

@@ -120,6 +120,7 @@ class NeuralOperator(nn.Module):
   heads: int = 16
   blocks: int = 2
   head_hidden: int = 256
+  channels: int = 3
   dtype: jnp.dtype = jnp.float32
 
   def setup(self):
@@ -128,10 +129,10 @@ class NeuralOperator(nn.Module):
     self.lift = nn.Dense(self.width, dtype=self.dtype)
     self.galerkin = [GalerkinBlock(self.width, self.heads, self.dtype) for _ in range(self.blocks)]
     self.fc1 = nn.Dense(self.head_hidden, dtype=self.dtype)
-    self.fc2 = nn.Dense(3, dtype=self.dtype)
+    self.fc2 = nn.Dense(self.channels, dtype=self.dtype)
 
   def encode(self, lr: jnp.ndarray) -> jnp.ndarray:
-    """Encoder features ``(B, h, w, C)`` of ``lr`` ``(B, h, w, 3)`` in [-1, 1]."""
+    """Encoder features ``(B, h, w, F)`` of ``lr`` ``(B, h, w, channels)`` in [-1, 1]."""
     return self.encoder_net(lr)
 
   def lift_queries(self, feat: jnp.ndarray, coord: jnp.ndarray, cell: jnp.ndarray, *,
@@ -152,13 +153,13 @@ class NeuralOperator(nn.Module):
   def project(self, lr: jnp.ndarray, x: jnp.ndarray, coord: jnp.ndarray, *,
               full_hw: tuple[int, int] | None = None,
               offset: jnp.ndarray | None = None) -> jnp.ndarray:
-    """The MLP head plus the bilinear skip of ``lr`` (or a window of it): ``(B, H, W, 3)``."""
+    """The MLP head plus the bilinear skip of ``lr`` (or a window of it): ``(B, H, W, channels)``."""
     out = self.fc2(nn.gelu(self.fc1(x), approximate=False)).astype(jnp.float32)
     return out + sample_bilinear(lr.astype(jnp.float32), coord, full_hw=full_hw, offset=offset)
 
   def decode(self, lr: jnp.ndarray, feat: jnp.ndarray, coord: jnp.ndarray,
              cell: jnp.ndarray) -> jnp.ndarray:
-    """The image at ``coord`` from precomputed features: ``(B, H, W, 3)`` in the [-1, 1] scale."""
+    """The image at ``coord`` from precomputed features: ``(B, H, W, channels)``, [-1, 1] scale."""
     x = self.lift_queries(feat, coord, cell)
     for block in self.galerkin:
       x = block(x)

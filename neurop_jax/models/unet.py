@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from neurop_jax.models.conv import Conv
+
 
 def noise_level_encoding(noise_level: jnp.ndarray, dim: int) -> jnp.ndarray:
   """SR3's positional encoding of a continuous noise level: ``(B,)`` -> ``(B, dim)``, sin first."""
@@ -42,8 +44,8 @@ class Block(nn.Module):
     h = nn.swish(_group_norm(self.groups, "norm")(x)).astype(self.dtype)
     if self.dropout:
       h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    return nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                   name="conv")(h)
+    return Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+                name="conv")(h)
 
 
 class ResnetBlock(nn.Module):
@@ -61,7 +63,7 @@ class ResnetBlock(nn.Module):
     h = h + nn.Dense(self.features, dtype=self.dtype, name="noise_func")(emb)[:, None, None, :]
     h = Block(self.features, self.groups, self.dropout, self.dtype, name="block2")(h, train)
     if x.shape[-1] != self.features:
-      x = nn.Conv(self.features, (1, 1), dtype=self.dtype, name="res_conv")(x)
+      x = Conv(self.features, (1, 1), dtype=self.dtype, name="res_conv")(x)
     h = h + x
     if self.with_attn:
       h = SelfAttention(self.groups, self.dtype, name="attn")(h)
@@ -119,8 +121,8 @@ class UNet(nn.Module):
     resnet = lambda feats, attn, name: ResnetBlock(feats, self.norm_groups, self.dropout, attn,
                                                    self.dtype, name=name)
 
-    h = nn.Conv(ch, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                name="downs_0")(x.astype(self.dtype))
+    h = Conv(ch, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+             name="downs_0")(x.astype(self.dtype))
     skips, index = [h], 1
     last = len(self.channel_mults) - 1
     for level, mult in enumerate(self.channel_mults):
@@ -129,8 +131,8 @@ class UNet(nn.Module):
         skips.append(h)
         index += 1
       if level != last:
-        h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
-                    dtype=self.dtype, name=f"downs_{index}")(h)
+        h = Conv(h.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
+                 dtype=self.dtype, name=f"downs_{index}")(h)
         skips.append(h)
         index += 1
 
@@ -146,8 +148,8 @@ class UNet(nn.Module):
         index += 1
       if level != 0:
         h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
-        h = nn.Conv(h.shape[-1], (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                    name=f"ups_{index}")(h)
+        h = Conv(h.shape[-1], (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+                 name=f"ups_{index}")(h)
         index += 1
 
     out = Block(self.out_channels, self.norm_groups, dtype=self.dtype, name="final_conv")(h, train)

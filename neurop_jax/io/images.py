@@ -84,6 +84,9 @@ def _decode(image: Image.Image, source: str | io.BytesIO, path: str,
   if mode == "RGB":
     bits = getattr(image, "tag_v2", {}).get(_TIFF_BITS_PER_SAMPLE, (8,))
     if max(np.atleast_1d(bits)) > 8:
+      _warn_convert(path, "a 16-bit RGB TIFF, scaled by 1/65535 (for reflectance or other units, "
+                    "read it as a raster with its value mapping: config.data.value_mapping, or "
+                    "upsample --values)", allow_convert)
       return _read_sixteen_bit_rgb_tiff(source, path)
     return np.asarray(image, dtype=np.float32) / 255.0
   if mode in ("L", "1"):

@@ -1,0 +1,70 @@
+"""``models.conv``: the value and both gradients of ``conv2d`` equal ``lax.conv_general_dilated``'s.
+
+The shapes are those of the models (3x3 with padding 1 at stride 1 and 2, the UNet's 1x1 residual
+convolutions) plus odd sizes and unpadded windows, on both sides of ``MATMUL_MIN_PIXELS``; on CPU
+they take the custom-gradient paths.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from neurop_jax.models.conv import Conv, conv2d
+
+CASES = [  # x shape, kernel shape, strides, padding
+    ((2, 9, 7, 5), (3, 3, 5, 4), (1, 1), ((1, 1), (1, 1))),
+    ((2, 9, 7, 5), (3, 3, 5, 4), (2, 2), ((1, 1), (1, 1))),
+    ((2, 8, 8, 6), (3, 3, 6, 6), (2, 2), ((1, 1), (1, 1))),
+    ((2, 8, 6, 6), (1, 1, 6, 3), (1, 1), ((0, 0), (0, 0))),
+    ((1, 5, 6, 3), (3, 3, 3, 2), (1, 1), ((0, 0), (0, 0))),
+    ((3, 6, 5, 4), (3, 1, 4, 2), (1, 1), ((1, 1), (0, 0))),
+    ((1, 128, 130, 3), (3, 3, 3, 2), (1, 1), ((1, 1), (1, 1))),  # the matrix-product gradient
+]
+
+
+def _reference(x, kernel, strides, padding):
+  return lax.conv_general_dilated(x, kernel, strides, padding,
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@pytest.mark.parametrize("x_shape,k_shape,strides,padding", CASES)
+def test_value_and_gradients_equal_lax(x_shape, k_shape, strides, padding):
+  x = jax.random.normal(jax.random.key(0), x_shape)
+  kernel = jax.random.normal(jax.random.key(1), k_shape)
+  y = _reference(x, kernel, strides, padding)
+  cotangent = jax.random.normal(jax.random.key(2), y.shape)
+  ours = jax.jit(conv2d, static_argnums=(2, 3))
+  np.testing.assert_allclose(ours(x, kernel, strides, padding), y, rtol=1e-5, atol=1e-5)
+  loss = lambda f: jax.jit(jax.grad(lambda x, k: jnp.sum(f(x, k, strides, padding) * cotangent),
+                                    (0, 1)))
+  for got, want in zip(loss(conv2d)(x, kernel), loss(_reference)(x, kernel)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+
+
+def test_module_is_nn_conv_with_the_same_parameters_and_output():
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+  ours, theirs = (cls(4, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+                  for cls in (Conv, nn.Conv))
+  params = theirs.init(jax.random.key(1), x)
+  jax.tree.map(np.testing.assert_array_equal, ours.init(jax.random.key(1), x), params)
+  np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), rtol=1e-6, atol=1e-6)
+
+
+def test_string_padding_and_dilation_fall_back_to_lax():
+  x = jax.random.normal(jax.random.key(0), (1, 7, 7, 2))
+  for kwargs in (dict(padding="SAME"), dict(padding="VALID", kernel_dilation=(2, 2))):
+    ours, theirs = Conv(3, (3, 3), **kwargs), nn.Conv(3, (3, 3), **kwargs)
+    params = theirs.init(jax.random.key(1), x)
+    np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), rtol=1e-6,
+                               atol=1e-6)
+
+
+def test_bfloat16_gradients_keep_dtypes():
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4), jnp.bfloat16)
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 4, 4), jnp.bfloat16)
+  grads = jax.grad(lambda x, k: jnp.sum(conv2d(x, k, (1, 1), ((1, 1), (1, 1))).astype(jnp.float32)),
+                   (0, 1))(x, kernel)
+  assert [g.dtype for g in grads] == [jnp.bfloat16, jnp.bfloat16]
