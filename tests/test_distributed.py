@@ -14,6 +14,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from neurop_jax import checkpoints
 
@@ -60,6 +61,7 @@ def _assert_same_training(a: np.ndarray, b: np.ndarray) -> None:
   np.testing.assert_allclose(a, b, rtol=0, atol=2 * 2 * 4e-4)
 
 
+@pytest.mark.slow  # four training runs in subprocesses: about 3 minutes
 def test_two_processes_equal_one_and_resume_either_way(tmp_path):
   """Steps 1 (one process), 2-3 (two: stage 1 ends, stage 2 starts) and 4 (one again)."""
   _train(tmp_path / "one", 1)
