@@ -1,17 +1,20 @@
 """Where the CPU time of the training steps and the sampler goes, op by op (see profile_cpu.md).
 
-  python experiments/profile_cpu.py [--work unet_train unet_forward operator_train] [--side 256]
+  python experiments/profile_cpu.py [--work unet_train unet_forward sampler_prior operator_train]
+      [--side 256]
 
 Each program runs once under ``jax.profiler`` with XLA:CPU's per-thunk trace events
 (``--xla_cpu_enable_xprof_traceme``, added to XLA_FLAGS here before JAX starts); the events are read
 back with ``jax._src.lib._profile_data`` and summed by kind, each compiled op being classified from
-the optimised HLO: convolutions (forward or input gradient / kernel gradient), the kernel
-gradient's matrix products and the copies that build their operands (``models.conv``),
-transposes, and the rest (normalisations, activations, adds, optimizer). The seconds are the
-thunks' durations summed over threads: with other jobs on the machine they include waiting, so
-compare the shares. Work: ``unet_train`` (forward + backward of the paper UNet, batch 2, the bulk
-of the stage-2 step), ``unet_forward`` (batch 1: one step of the sampler), ``operator_train``
-(the stage-1 step, batch 4 of 48x48). Writes experiments/results/profile_cpu.json.
+the optimised HLO: convolutions (forward or input gradient / kernel gradient), matrix products
+inside a convolution (``models.conv``'s 1x1 convolutions and kernel gradients) or outside (dense
+layers, attention), concatenations, transposes, and the rest (normalisations, activations, adds,
+optimizer). The seconds are the thunks' durations as the trace records them (a convolution that
+XLA splits over threads counts once, for its duration); with other jobs on the machine they
+include waiting, so compare the shares. Work: ``unet_train`` (forward + backward of the paper UNet, batch 2, the bulk
+of the stage-2 step), ``unet_forward`` (batch 1: one step of the sampler), ``sampler_prior`` (the
+operator's prior of a ``side / 4`` LR image at ``side``, batch 1: computed once per sampling),
+``operator_train`` (the stage-1 step, batch 4 of 48x48). Writes experiments/results/profile_cpu.json.
 """
 
 from __future__ import annotations
@@ -34,10 +37,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax._src.lib import _profile_data  # noqa: E402
 
+from neurop_jax import inference  # noqa: E402
 from neurop_jax.config_base import base_config  # noqa: E402
 from neurop_jax.models import make_model, make_unet, model_config  # noqa: E402
 from neurop_jax.train_state import create_train_state  # noqa: E402
-from neurop_jax.train_steps import data_mesh, scan_steps  # noqa: E402
+from neurop_jax.train_steps import data_mesh, query_grid, scan_steps  # noqa: E402
 from record import write_record  # noqa: E402
 
 INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\S+) ([\w-]+)\((.*)$", re.M)
@@ -57,6 +61,13 @@ def _programs(work: str, side: int):
     fn = jax.jit(lambda s, b, r: scan_steps(step, s, b, r))
     args = (state, make_batch(), jax.random.key(0))
     return fn.lower(*args).compile(), args
+  if work == "sampler_prior":
+    model = make_model(model_config("paper"))
+    lr = jax.random.uniform(jax.random.key(1), (1, side // 4, side // 4, 3))
+    coord, cell = query_grid(1, lr.shape[1:3])
+    params = jax.jit(lambda: model.init(jax.random.key(0), lr, coord, cell, method=model.prior))()
+    fn = jax.jit(lambda p, lr: inference.compute_prior(model, p, lr, (side, side)))
+    return fn.lower(params, lr).compile(), (params, lr)
   unet = make_unet(model_config("paper"))
   batch = 2 if work == "unet_train" else 1
   level = jnp.full((batch,), 0.5)
@@ -87,9 +98,12 @@ def _kind(name: str, hlo: str, instructions: dict) -> str:
     kernel_shaped = len(dims) == 4 and dims[1] == dims[2] and dims[1] <= 3 and dims[0] > 4
     return "convolution: kernel gradient" if kernel_shaped else "convolution: forward / input grad"
   if opcode == "dot" or "dot(" in body:
-    return "matrix product: kernel gradient" if len(dims) == 2 else "matrix product: other"
+    op_name = re.search(r'op_name="([^"]*)"', rest)
+    in_conv = op_name is not None and "conv" in op_name.group(1).rsplit("/", 3)[0]
+    return ("matrix product: convolution (1x1, kernel gradient)" if in_conv else
+            "matrix product: dense layers, attention")
   if "concatenate" in name:
-    return "copies building the kernel-gradient operands"
+    return "concatenations (skip connections, kernel-gradient operands)"
   if "transpose" in name:
     return "transposes"
   return "elementwise, reductions, optimizer"
@@ -132,8 +146,8 @@ def profile(work: str, side: int) -> dict:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--work", nargs="+", default=["unet_train", "unet_forward", "operator_train"],
-                      choices=["unet_train", "unet_forward", "operator_train"])
+  work = ["unet_train", "unet_forward", "sampler_prior", "operator_train"]
+  parser.add_argument("--work", nargs="+", default=work, choices=work)
   parser.add_argument("--side", type=int, default=256, help="image side of the UNet work")
   parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "profile_cpu.json"))
   args = parser.parse_args()

@@ -23,7 +23,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import grain
 import jax
@@ -206,26 +206,14 @@ def restore_sampling(workdir: str | os.PathLike, which: str = "best"
   ``restore_inference_params``); the paper's (the original linear schedule, eps-prediction on the
   image) when the workdir has no stage-2 checkpoint or its config predates the formulation fields.
   """
-  saved = _saved_diffusion_config(workdir, which)
+  return _sampling(_saved_config(workdir, "diffusion", which))
+
+
+def _sampling(saved: ml_collections.ConfigDict | None) -> tuple[diffusion.Schedule, Formulation]:
+  """``restore_sampling`` of a config saved with a stage-2 step (None: there is none)."""
   if saved is None:
     return diffusion.make_schedule(), Formulation()
-  return diffusion.schedule_from_config(saved), Formulation.from_config(saved)
-
-
-def validation_sampler(workdir: str | os.PathLike,
-                       which: str = "best") -> tuple[str, int, str] | None:
-  """``(sampler, steps, skip)`` a run's stage 2 validated with, or None without a stage-2 run."""
-  saved = _saved_diffusion_config(workdir, which)
-  if saved is None or "val_sampler" not in saved:
-    return None
-  return saved.val_sampler, int(saved.val_steps), saved.val_skip
-
-
-def _saved_diffusion_config(workdir: str | os.PathLike,
-                            which: str) -> ml_collections.ConfigDict | None:
-  """The ``diffusion`` config saved with the chosen stage-2 step, or None when there is none."""
-  saved = _saved_config(workdir, "diffusion", which)
-  return None if saved is None else saved.diffusion
+  return diffusion.schedule_from_config(saved.diffusion), Formulation.from_config(saved.diffusion)
 
 
 def _saved_config(workdir: str | os.PathLike, stage: str,
@@ -241,18 +229,32 @@ def _saved_config(workdir: str | os.PathLike, stage: str,
   return ml_collections.ConfigDict(_as_tuples(_restore_items(manager, step, ("config",))["config"]))
 
 
-def saved_config(workdir: str | os.PathLike, which: str = "best") -> ml_collections.ConfigDict:
-  """The whole config a run saved with its model: stage 2's when it has one, else stage 1's.
+class RunSettings(NamedTuple):
+  """What a run saved beside its weights, read once (``run_settings``).
 
-  Read for what travels with a model beyond its weights: ``data.value_mapping`` and ``data.bands``
-  (the value mapping and bands of raster inputs) and ``model.channels``. Raises
-  ``FileNotFoundError`` as ``restore_inference_params``.
+  ``config``: the whole config saved with the chosen stage-2 step, else stage 1's (what travels
+  with a model: ``model.channels``, ``data.value_mapping`` and ``data.bands`` of raster inputs);
+  ``schedule`` and ``formulation``: as ``restore_sampling``; ``val_sampler``: ``(sampler, steps,
+  skip)`` stage 2 validated with, None without a stage-2 run.
   """
-  for stage in ("diffusion", "operator"):
-    saved = _saved_config(workdir, stage, which)
-    if saved is not None:
-      return saved
-  raise _missing(workdir, "trained")
+
+  config: ml_collections.ConfigDict
+  schedule: diffusion.Schedule
+  formulation: Formulation
+  val_sampler: tuple[str, int, str] | None
+
+
+def run_settings(workdir: str | os.PathLike, which: str = "best") -> RunSettings:
+  """The ``RunSettings`` of a run's chosen step (``which`` as ``restore_inference_params``); raises
+  ``FileNotFoundError`` as ``restore_inference_params`` when nothing was trained."""
+  stage2 = _saved_config(workdir, "diffusion", which)
+  config = stage2 if stage2 is not None else _saved_config(workdir, "operator", which)
+  if config is None:
+    raise _missing(workdir, "trained")
+  val = None if stage2 is None else stage2.diffusion
+  val_sampler = ((val.val_sampler, int(val.val_steps), val.val_skip)
+                 if val is not None and "val_sampler" in val else None)
+  return RunSettings(config, *_sampling(stage2), val_sampler)
 
 
 def restore_inference_params(workdir: str | os.PathLike, which: str = "best"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from neurop_jax.models.conv import Conv, conv2d
+from neurop_jax.models.conv import Conv, UpsampleConv, conv2d, upsample_conv2d
 
 CASES = [  # x shape, kernel shape, strides, padding
     ((2, 9, 7, 5), (3, 3, 5, 4), (1, 1), ((1, 1), (1, 1))),
@@ -22,6 +22,7 @@ CASES = [  # x shape, kernel shape, strides, padding
     ((1, 5, 6, 3), (3, 3, 3, 2), (1, 1), ((0, 0), (0, 0))),
     ((3, 6, 5, 4), (3, 1, 4, 2), (1, 1), ((1, 1), (0, 0))),
     ((1, 128, 130, 3), (3, 3, 3, 2), (1, 1), ((1, 1), (1, 1))),  # the matrix-product gradient
+    ((2, 40, 36, 64), (3, 3, 64, 64), (1, 1), ((1, 1), (1, 1))),  # the batch side by side
 ]
 
 
@@ -68,3 +69,39 @@ def test_bfloat16_gradients_keep_dtypes():
   grads = jax.grad(lambda x, k: jnp.sum(conv2d(x, k, (1, 1), ((1, 1), (1, 1))).astype(jnp.float32)),
                    (0, 1))(x, kernel)
   assert [g.dtype for g in grads] == [jnp.bfloat16, jnp.bfloat16]
+
+
+@pytest.mark.parametrize("x_shape,c_out", [((2, 5, 7, 3), 4), ((1, 128, 130, 2), 3)])
+def test_upsample_conv_equals_convolving_the_upsampled_input(x_shape, c_out):
+  """Value and both gradients of ``upsample_conv2d`` (the sub-pixel form on CPU) against
+  upsampling by nearest neighbour and convolving; the second shape takes the matrix-product
+  kernel gradient."""
+  x = jax.random.normal(jax.random.key(0), x_shape)
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, x_shape[-1], c_out))
+  upsampled = lambda x, k: _reference(jnp.repeat(jnp.repeat(x, 2, 1), 2, 2), k, (1, 1),
+                                      ((1, 1), (1, 1)))
+  y = upsampled(x, kernel)
+  assert y.shape == (x_shape[0], 2 * x_shape[1], 2 * x_shape[2], c_out)
+  np.testing.assert_allclose(jax.jit(upsample_conv2d)(x, kernel), y, rtol=1e-5, atol=1e-5)
+  cotangent = jax.random.normal(jax.random.key(2), y.shape)
+  loss = lambda f: jax.jit(jax.grad(lambda x, k: jnp.sum(f(x, k) * cotangent), (0, 1)))
+  for got, want in zip(loss(upsample_conv2d)(x, kernel), loss(upsampled)(x, kernel)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("x_shape,features", [((2, 6, 5, 3), 4), ((2, 20, 18, 64), 64)])
+def test_upsample_module_is_nn_conv_of_the_upsampled_input(x_shape, features):
+  """Small convolutions are upsampled and convolved, large ones take ``upsample_conv2d``."""
+  x = jax.random.normal(jax.random.key(0), x_shape)
+  ours = UpsampleConv(features, (3, 3), padding=((1, 1), (1, 1)))
+  theirs = nn.Conv(features, (3, 3), padding=1)
+  big = jnp.repeat(jnp.repeat(x, 2, 1), 2, 2)
+  params = theirs.init(jax.random.key(1), big)
+  jax.tree.map(np.testing.assert_array_equal, ours.init(jax.random.key(1), x), params)
+  np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, big), rtol=1e-5,
+                             atol=1e-5)
+  dilated = UpsampleConv(features, (3, 3), padding="SAME", kernel_dilation=(2, 2))
+  np.testing.assert_allclose(
+      dilated.apply(params, x),
+      nn.Conv(features, (3, 3), padding="SAME", kernel_dilation=(2, 2)).apply(params, big),
+      rtol=1e-5, atol=1e-5)

@@ -28,8 +28,8 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _train(workdir: pathlib.Path, processes: int, *overrides: str) -> None:
-  """One run of ``processes`` processes (all of them waited for); fails with their stderr."""
+def _start(workdir: pathlib.Path, processes: int, *overrides: str) -> list[subprocess.Popen]:
+  """One run of ``processes`` processes, started."""
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   command = [sys.executable, *BASE, "--workdir", str(workdir), *overrides]
   if processes > 1:
@@ -40,8 +40,12 @@ def _train(workdir: pathlib.Path, processes: int, *overrides: str) -> None:
                 for i in range(processes)]
   else:
     commands = [command]
-  runs = [subprocess.Popen(c, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+  return [subprocess.Popen(c, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                            text=True) for c in commands]
+
+
+def _wait(runs: list[subprocess.Popen]) -> None:
+  """Waits for all processes of a run; fails with their stderr."""
   errors = [run.communicate(timeout=900)[1] for run in runs]
   for run, err in zip(runs, errors):
     assert run.returncode == 0, err[-4000:]
@@ -61,12 +65,13 @@ def _assert_same_training(a: np.ndarray, b: np.ndarray) -> None:
   np.testing.assert_allclose(a, b, rtol=0, atol=2 * 2 * 4e-4)
 
 
-@pytest.mark.slow  # four training runs in subprocesses: about 3 minutes
+@pytest.mark.slow  # four training runs in subprocesses, the reference beside the others
 def test_two_processes_equal_one_and_resume_either_way(tmp_path):
   """Steps 1 (one process), 2-3 (two: stage 1 ends, stage 2 starts) and 4 (one again)."""
-  _train(tmp_path / "one", 1)
+  reference = _start(tmp_path / "one", 1)
   for processes, stop in ((1, 1), (2, 2), (1, 0)):
-    _train(tmp_path / "mixed", processes, f"--config.max_steps_per_run={stop}")
+    _wait(_start(tmp_path / "mixed", processes, f"--config.max_steps_per_run={stop}"))
+  _wait(reference)
   for stage in ("operator", "diffusion"):
     jax.tree.map(_assert_same_training, _final(tmp_path / "mixed", stage),
                  _final(tmp_path / "one", stage))

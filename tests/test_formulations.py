@@ -3,6 +3,7 @@ the tiled path and the upsample command's setup; the paper configs keep the pape
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import pathlib
@@ -32,17 +33,33 @@ def test_paper_configs_keep_the_paper_formulation(name):
       "linear", 2000, 1e-6, 0.01, "l1")
 
 
-@pytest.mark.parametrize("space", SPACES)
-@pytest.mark.parametrize("target", TARGETS)
-def test_formulation_trains_through_main_and_samples(target, space, trained_workdir, tmp_path):
-  workdir = tmp_path / "run"
-  result = subprocess.run(
+def _train(workdir: pathlib.Path, prior: pathlib.Path, target: str,
+           space: str) -> subprocess.CompletedProcess:
+  return subprocess.run(
       [sys.executable, "-m", "neurop_jax.main", "--config", "configs/quickstart.py:test,diffusion",
-       "--workdir", str(workdir), f"--config.diffusion.prior_checkpoint={trained_workdir}",
+       "--workdir", str(workdir), f"--config.diffusion.prior_checkpoint={prior}",
        f"--config.diffusion.target={target}", f"--config.diffusion.space={space}",
        "--config.diffusion.residual_scale=2.0", "--config.diffusion.num_steps=2"],
       cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
       timeout=900)
+
+
+@pytest.fixture(scope="module")
+def formulation_runs(trained_workdir, tmp_path_factory):
+  """Every formulation's stage-2 run through ``main``, two at a time in the background (their time
+  is mostly single-threaded compilation): ``(target, space) -> future of the finished process``,
+  its workdir ``<root>/<target>-<space>``."""
+  root = tmp_path_factory.mktemp("formulations")
+  with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+    yield root, {(t, s): pool.submit(_train, root / f"{t}-{s}", trained_workdir, t, s)
+                 for t in TARGETS for s in SPACES}
+
+
+@pytest.mark.parametrize("space", SPACES)
+@pytest.mark.parametrize("target", TARGETS)
+def test_formulation_trains_through_main_and_samples(target, space, formulation_runs):
+  root, runs = formulation_runs
+  result, workdir = runs[target, space].result(), root / f"{target}-{space}"
   assert result.returncode == 0, result.stderr[-4000:]
   records = [json.loads(line) for line in (workdir / "diffusion" / "metrics.jsonl").open()]
   losses = [r["loss"] for r in records if r["kind"] == "train"]

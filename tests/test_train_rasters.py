@@ -11,7 +11,7 @@ from conftest import load_config  # noqa: E402
 from test_rasters import make_raster  # noqa: E402
 
 from neurop_jax import train  # noqa: E402
-from neurop_jax.checkpoints import saved_config  # noqa: E402
+from neurop_jax.checkpoints import run_settings  # noqa: E402
 from neurop_jax.upsample import main  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def test_four_band_model_trains_on_geotiff_tiles_and_upsamples_one(tmp_path, cap
   workdir = tmp_path / "run"
   states = train.train_and_evaluate(config, workdir)
   assert set(states) == {"operator", "diffusion"}
-  saved = saved_config(workdir)
+  saved = run_settings(workdir).config
   assert (saved.data.value_mapping, saved.model.channels) == ("0:10000", 4)
 
   scene = reflectance_tile(99, (24, 20))

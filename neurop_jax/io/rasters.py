@@ -30,6 +30,8 @@ from PIL import Image
 
 from neurop_jax.atomic import atomic_path
 from neurop_jax.errors import InputError
+from neurop_jax.io.nodata import fill
+from neurop_jax.io.values import ValueMapping
 
 GEO_EXTRA = "pip install 'neurop_jax[geo]'"
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -216,12 +218,11 @@ def read_unit(path: str | os.PathLike, channels: int, bands: Sequence[int] | Non
   """A raster as the model's input: ``(h, w, channels)`` float32 in [0, 1] through the value
   ``mapping`` text, nodata pixels filled (``nodata.fill``). Raises ``InputError`` (a ValueError)
   naming the file when it cannot be read or its values do not fit the mapping."""
-  from neurop_jax.io import nodata, values
   info = open_raster(path, channels, bands)
   data, valid = read_bands(info)
-  unit = values.ValueMapping.parse(mapping, channels)
+  unit = ValueMapping.parse(mapping, channels)
   unit.check_fit(data, valid, str(path))
-  return nodata.fill(unit.to_unit(data), valid)
+  return fill(unit.to_unit(data), valid)
 
 
 def output_profile(info: RasterInfo, out_hw: tuple[int, int], dtype: np.dtype | None = None,

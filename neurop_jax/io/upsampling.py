@@ -212,16 +212,16 @@ def _run_options(workdir: str | None) -> dict:
                  values="", bands="")
   if workdir is None or not Path(workdir).is_dir():
     return options
-  from neurop_jax.checkpoints import restore_sampling, saved_config, validation_sampler
+  from neurop_jax.checkpoints import run_settings
   with _readable_run():
-    options["schedule"], options["formulation"] = restore_sampling(workdir)
-    options["sampler"] = validation_sampler(workdir)
     try:
-      saved = saved_config(workdir)
+      run = run_settings(workdir)
     except FileNotFoundError as err:
       raise UpsampleError(str(err)) from err
-  options.update(channels=int(saved.model.get("channels", 3)),
-                 values=saved.data.get("value_mapping", ""), bands=saved.data.get("bands", ""))
+  data = run.config.data
+  options.update(schedule=run.schedule, formulation=run.formulation, sampler=run.val_sampler,
+                 channels=int(run.config.model.get("channels", 3)),
+                 values=data.get("value_mapping", ""), bands=data.get("bands", ""))
   return options
 
 

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from neurop_jax.models.conv import Conv
+from neurop_jax.models.conv import Conv, UpsampleConv
 
 
 def noise_level_encoding(noise_level: jnp.ndarray, dim: int) -> jnp.ndarray:
@@ -147,9 +147,8 @@ class UNet(nn.Module):
             h, emb, train)
         index += 1
       if level != 0:
-        h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
-        h = Conv(h.shape[-1], (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                 name=f"ups_{index}")(h)
+        h = UpsampleConv(h.shape[-1], (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+                         name=f"ups_{index}")(h)
         index += 1
 
     out = Block(self.out_channels, self.norm_groups, dtype=self.dtype, name="final_conv")(h, train)
