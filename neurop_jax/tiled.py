@@ -96,8 +96,8 @@ class TiledOperator:
   """The neural operator on one image, evaluated tile by tile with the exact global attention.
 
   Usage: ``kv = op.kv_sums()`` once (``blocks`` passes over the tiles), then ``op.render(origin,
-  shape, kv)`` for any region, e.g. every tile of ``op.rows`` x ``op.cols``; ``op.image()`` does
-  both for the whole output.
+  shape, kv)`` for any region, e.g. every tile of ``op.rows`` x ``op.cols``; ``op.regions()`` does
+  both over the whole output.
 
   Args:
     operator: the ``NeuralOperator``.
@@ -178,19 +178,10 @@ class TiledOperator:
       tile = np.asarray(self.render((oy, ox), shape, kvs))
       yield (y0, x0), to_unit(tile[y0 - oy:y1 - oy, x0 - ox:x1 - ox])
 
-  def image(self, dtype: np.dtype = np.float32) -> np.ndarray:
-    """The whole output ``(H, W, C)``: float32 in [0, 1], or uint8 with ``dtype=np.uint8``."""
-    out = np.empty((*self.out_hw, self.lr.shape[-1]), dtype)
-    for (y0, x0), region in self.regions():
-      out[y0:y0 + region.shape[0], x0:x0 + region.shape[1]] = (
-          to_uint8(region) if dtype == np.uint8 else region)
-    return out
 
-
-def to_unit(x: np.ndarray, dtype: np.dtype = np.float32) -> np.ndarray:
-  """An image in the [-1, 1] scale as float32 in [0, 1] (clipped) or uint8 (rounded)."""
-  x = np.clip((x + 1) / 2, 0, 1)
-  return to_uint8(x) if dtype == np.uint8 else x.astype(np.float32)
+def to_unit(x: np.ndarray) -> np.ndarray:
+  """An image in the [-1, 1] scale as float32 in [0, 1] (clipped)."""
+  return np.clip((x + 1) / 2, 0, 1).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)

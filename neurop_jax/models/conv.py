@@ -211,21 +211,20 @@ def _upsampled_lax_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return _lax_conv(_nearest_2x(x), kernel, (1, 1), _SAME_3X3)
 
 
-def _parity_taps(kernel: jax.Array, axis: int = 0) -> tuple[tuple[jax.Array, jax.Array], ...]:
-  """The two taps along ``axis`` of the 3-tap ``kernel`` that even and odd output pixels of a
-  nearest-upsampled image see on the low-resolution one: ``(k0, k1 + k2)`` and ``(k0 + k1, k2)``."""
+def _parity_taps(kernel: jax.Array, axis: int) -> jax.Array:
+  """The 3 taps of ``kernel`` along ``axis`` as the 2 taps that even and odd output pixels of a
+  nearest-upsampled image see on the low-resolution one, ``(k0, k1 + k2)`` and ``(k0 + k1, k2)``:
+  that axis becomes 2 long, and a leading axis of the 2 parities is added."""
   k0, k1, k2 = (jnp.take(kernel, i, axis=axis) for i in range(3))
-  return (k0, k1 + k2), (k0 + k1, k2)
+  return jnp.stack([jnp.stack((k0, k1 + k2), axis), jnp.stack((k0 + k1, k2), axis)])
 
 
 def _subpixel_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """``_upsampled_lax_conv`` as one 2x2 convolution of ``x`` with ``4 C_out`` outputs, interleaved."""
   b, h, w, _ = x.shape
   c_out = kernel.shape[-1]
-  rows = [jnp.stack(taps) for taps in _parity_taps(kernel)]  # [a] (2, 3, C_in, C_out)
-  subpixel = jnp.stack([jnp.stack([jnp.stack(taps, axis=1) for taps in _parity_taps(r, axis=1)],
-                                  axis=-2) for r in rows], axis=-3)  # (2, 2, C_in, 2, 2, C_out)
-  subpixel = subpixel.reshape(2, 2, -1, 4 * c_out)
+  taps = _parity_taps(_parity_taps(kernel, 0), 2)  # (col parity, row parity, 2, 2, C_in, C_out)
+  subpixel = taps.transpose(2, 3, 4, 1, 0, 5).reshape(2, 2, -1, 4 * c_out)
   y = conv2d(x, subpixel, (1, 1), _SAME_3X3).reshape(b, h + 1, w + 1, 2, 2, c_out)
   rows = [jnp.stack([y[:, a:a + h, c:c + w, a, c] for c in (0, 1)], axis=3) for a in (0, 1)]
   return jnp.stack(rows, axis=2).reshape(b, 2 * h, 2 * w, c_out)
