@@ -8,7 +8,7 @@ then the split; otherwise 80/10/10 by name). Stage 2 trains on random 256x256 cr
 uses 100 images evenly spread over the val split at x4 (``--config.operator.val_images=0``: all).
 """
 
-from neurop_jax.config_base import base_config, parse_arg
+from neurop_jax.training.config import base_config, parse_arg
 
 
 def get_config(arg: str | None = None):

@@ -15,7 +15,7 @@ sampler) with 20 steps: DPM-Solver++ with log-SNR spacing spends half its steps 
 where an undertrained x0-predictor adds artifacts (see the README).
 """
 
-from neurop_jax.config_base import base_config, parse_arg
+from neurop_jax.training.config import base_config, parse_arg
 
 
 def get_config(arg: str | None = None):

@@ -7,7 +7,7 @@
 then the split; otherwise 80/10/10 by name). Stage 2 trains on random 256x256 crops.
 """
 
-from neurop_jax.config_base import base_config, parse_arg
+from neurop_jax.training.config import base_config, parse_arg
 
 
 def get_config(arg: str | None = None):

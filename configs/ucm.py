@@ -12,7 +12,7 @@ Stage 1: L1, batch 64 of 32x32 LR patches at scales in (1, 8], 500 epochs, Adam 
 down every 100k steps, EMA 0.999.
 """
 
-from neurop_jax.config_base import base_config, parse_arg
+from neurop_jax.training.config import base_config, parse_arg
 
 
 def get_config(arg: str | None = None):

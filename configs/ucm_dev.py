@@ -21,7 +21,7 @@ with DDIM 20 steps. Validation at x4 on ``val_images`` evenly spaced val images.
 
 from pathlib import Path
 
-from neurop_jax.config_base import base_config, parse_arg
+from neurop_jax.training.config import base_config, parse_arg
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ucm-dev"
 

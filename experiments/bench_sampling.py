@@ -45,8 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from neurop_jax import inference, samplers
-from neurop_jax.coords import make_cell, make_coord
+from neurop_jax.inference import api as inference, samplers
+from neurop_jax.models.coords import make_cell, make_coord
 from neurop_jax.models import NeurOpDiff, make_model, model_config
 from record import write_record
 

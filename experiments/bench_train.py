@@ -43,14 +43,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neurop_jax.config_base import base_config
+from neurop_jax.training.config import base_config
 from neurop_jax.models import make_unet, model_config
 from neurop_jax.models.conv import conv2d
-from neurop_jax.diffusion import schedule_from_config
+from neurop_jax.diffusion.schedule import schedule_from_config
 from neurop_jax.models import make_model
-from neurop_jax.train_state import (create_train_state, make_optimizer, step_schedule,
+from neurop_jax.training.state import (create_train_state, make_optimizer, step_schedule,
                                     warmup_schedule)
-from neurop_jax.train_steps import (batch_sharding, compile_prior, compile_steps, data_mesh,
+from neurop_jax.training.steps import (batch_sharding, compile_prior, compile_steps, data_mesh,
                                     diffusion_step, operator_step, query_grid, replicated,
                                     to_device)
 from record import write_record

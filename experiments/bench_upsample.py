@@ -3,7 +3,7 @@
   python experiments/bench_upsample.py [--scene SCENE.png] [--model-preset micro] [--scale 2]
 
 The scene (the 2299x2472 NEON RGB image of ../shared/data) is written once as a GeoTIFF, and once
-tiled 2x2 into one GeoTIFF of four times its pixels. Each run is ``neurop_jax.io.upsampling.upsample``
+tiled 2x2 into one GeoTIFF of four times its pixels. Each run is ``neurop_jax.cli.upsampling.upsample``
 on one of them in a fresh process, so that its peak RSS is its own:
 
 - ``scene``: the scene, the operator alone (``--prior-only``), at ``--scale``;
@@ -73,12 +73,12 @@ def run_one(spec: dict) -> dict:
   import numpy as np
   import rasterio
 
-  from neurop_jax.coords import make_cell, make_coord
-  from neurop_jax.io.upsampling import upsample
+  from neurop_jax.models.coords import make_cell, make_coord
+  from neurop_jax.cli.upsampling import upsample
   from neurop_jax.models import make_model, model_config
 
   if spec["workdir"]:
-    from neurop_jax.checkpoints import restore_inference_params
+    from neurop_jax.io.checkpoints import restore_inference_params
     cfg, params = restore_inference_params(spec["workdir"])
     model = make_model(cfg)
   else:

@@ -50,13 +50,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 (after the backend is chosen)
 
-from neurop_jax import checkpoints, inference, train  # noqa: E402
+from neurop_jax.inference import api as inference  # noqa: E402
+from neurop_jax.io import checkpoints  # noqa: E402
+from neurop_jax.training import loop as train  # noqa: E402
 from neurop_jax.data import build_sources  # noqa: E402
-from neurop_jax.diffusion import schedule_from_config  # noqa: E402
-from neurop_jax.evaluate import centre_crop  # noqa: E402
+from neurop_jax.diffusion.schedule import schedule_from_config  # noqa: E402
+from neurop_jax.evaluation.evaluate import centre_crop  # noqa: E402
 from neurop_jax.models import make_model  # noqa: E402
-from neurop_jax.parameterization import Formulation  # noqa: E402
-from neurop_jax.validation import Validator  # noqa: E402
+from neurop_jax.diffusion.formulation import Formulation  # noqa: E402
+from neurop_jax.training.validation import Validator  # noqa: E402
 from record import write_record  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"

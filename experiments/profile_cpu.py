@@ -37,11 +37,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax._src.lib import _profile_data  # noqa: E402
 
-from neurop_jax import inference  # noqa: E402
-from neurop_jax.config_base import base_config  # noqa: E402
+from neurop_jax.inference import api as inference  # noqa: E402
+from neurop_jax.training.config import base_config  # noqa: E402
 from neurop_jax.models import make_model, make_unet, model_config  # noqa: E402
-from neurop_jax.train_state import create_train_state  # noqa: E402
-from neurop_jax.train_steps import data_mesh, query_grid, scan_steps  # noqa: E402
+from neurop_jax.training.state import create_train_state  # noqa: E402
+from neurop_jax.training.steps import data_mesh, query_grid, scan_steps  # noqa: E402
 from record import write_record  # noqa: E402
 
 INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\S+) ([\w-]+)\((.*)$", re.M)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from neurop_jax.atomic import write_text
+from neurop_jax.io.atomic import write_text
 
 
 def write_record(record: dict, out: str | os.PathLike, indent: int = 1) -> None:

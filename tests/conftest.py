@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neurop_jax.convert import convert_operator, convert_unet, read_state_dict
+from neurop_jax.models.convert import convert_operator, convert_unet, read_state_dict
 from neurop_jax.models import model_config
 
 ROOT = pathlib.Path(__file__).resolve().parent
@@ -116,7 +116,7 @@ def trained_workdir(tmp_path_factory) -> pathlib.Path:
 
   Shared by the session: copy it before writing into it.
   """
-  from neurop_jax import train
+  from neurop_jax.training import loop as train
 
   workdir = tmp_path_factory.mktemp("quickstart_test")
   train.train_and_evaluate(load_config("quickstart", "test"), workdir)

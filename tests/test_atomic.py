@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from neurop_jax.atomic import PARTIAL_MARK, atomic_path, write_text
+from neurop_jax.io.atomic import PARTIAL_MARK, atomic_path, write_text
 
 
 def test_write_text_replaces_whole_file_with_umask_permissions(tmp_path):

@@ -6,9 +6,9 @@ import numpy as np
 import optax
 import pytest
 
-from neurop_jax import checkpoints
-from neurop_jax.config_base import base_config
-from neurop_jax.train_state import TrainState
+from neurop_jax.io import checkpoints
+from neurop_jax.training.config import base_config
+from neurop_jax.training.state import TrainState
 
 
 def _state(step: int, value: float) -> TrainState:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURE_DIRS, max_abs_diff
-from neurop_jax.convert import (CheckpointMismatchError, convert_checkpoint, read_state_dict)
+from neurop_jax.models.convert import (CheckpointMismatchError, convert_checkpoint, read_state_dict)
 from neurop_jax.models import model_config
 
 MICRO = FIXTURE_DIRS["micro"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from neurop_jax.coords import make_cell
+from neurop_jax.models.coords import make_cell
 from neurop_jax.data.degrade import downsample
 from neurop_jax.data.transforms import (diffusion_batch, diffusion_crop, draw_lr_side,
                                         lr_sides, operator_example, random_dihedral, sample_scale)

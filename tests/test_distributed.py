@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from neurop_jax import checkpoints
+from neurop_jax.io import checkpoints
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BASE = ("-m", "neurop_jax.main", "--config", "configs/quickstart.py:test")

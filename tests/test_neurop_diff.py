@@ -30,7 +30,7 @@ def test_prior_then_denoise_equals_the_whole_call(fixture):
 def test_paper_parameter_counts():
   """The paper configuration has the original's parameter counts."""
   model = make_model(model_config("paper"))
-  from neurop_jax.coords import make_cell, make_coord
+  from neurop_jax.models.coords import make_cell, make_coord
   coord = jnp.asarray(make_coord((64, 64)))[None]
   cell = jnp.asarray(make_cell((64, 64)))[None]
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)),

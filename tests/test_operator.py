@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import load_fixture, max_abs_diff
-from neurop_jax.coords import make_cell, make_coord
+from neurop_jax.models.coords import make_cell, make_coord
 from neurop_jax.models import make_operator, model_config
 from neurop_jax.models.operator import query_features, sample_bilinear
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import load_io, nhwc, rel_err
-from neurop_jax import samplers
-from neurop_jax.diffusion import make_schedule
+from neurop_jax.diffusion import samplers
+from neurop_jax.diffusion.schedule import make_schedule
 
 SCHEDULE = make_schedule()
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from conftest import load_fixture, max_abs_diff
-from neurop_jax import tiling
+from neurop_jax.inference import tiles as tiling
 from neurop_jax.io.images import to_uint8
-from neurop_jax.inference import compute_prior, default_schedule, prior_only, sample_conditioned
+from neurop_jax.inference.api import compute_prior, default_schedule, prior_only, sample_conditioned
 from neurop_jax.models import make_model
-from neurop_jax.parameterization import Formulation
-from neurop_jax.tiled import UNetDenoiser, encoder_radius, super_resolve_tiled, tiled_sample
+from neurop_jax.diffusion.formulation import Formulation
+from neurop_jax.inference.tiled import UNetDenoiser, encoder_radius, super_resolve_tiled, tiled_sample
 
 LR_HW, OUT_HW, TILE = (23, 31), (61, 83), 24  # scale ~2.65, 3 x 4 tiles, the last ones shifted
 

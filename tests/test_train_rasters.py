@@ -10,8 +10,8 @@ rasterio = pytest.importorskip("rasterio")
 from conftest import load_config  # noqa: E402
 from test_rasters import make_raster  # noqa: E402
 
-from neurop_jax import train  # noqa: E402
-from neurop_jax.checkpoints import run_settings  # noqa: E402
+from neurop_jax.training import loop as train  # noqa: E402
+from neurop_jax.io.checkpoints import run_settings  # noqa: E402
 from neurop_jax.upsample import main  # noqa: E402
 
 

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from conftest import FIXTURE_DIRS, load_fixture
-from neurop_jax.convert import read_state_dict
+from neurop_jax.models.convert import read_state_dict
 from neurop_jax.io.images import read_image, write_image
-from neurop_jax.inference import prior_only
+from neurop_jax.inference.api import prior_only
 from neurop_jax.models import make_model
 from neurop_jax.upsample import main
 

@@ -1,4 +1,4 @@
-"""Satellite rasters through ``neurop_jax.io.upsampling.upsample``: uint16 3- and 4-band, int16,
+"""Satellite rasters through ``neurop_jax.cli.upsampling.upsample``: uint16 3- and 4-band, int16,
 float32 and uint8 with alpha, each with a mask; dtype, bands, CRS, scaled transform, nodata, mask
 and units kept; Cloud-Optimized output; K-sample spread.
 
@@ -16,8 +16,8 @@ cogeo = pytest.importorskip("rio_cogeo.cogeo")
 
 from test_rasters import make_raster  # noqa: E402
 
-from neurop_jax.coords import make_cell, make_coord  # noqa: E402
-from neurop_jax.io.upsampling import upsample  # noqa: E402
+from neurop_jax.models.coords import make_cell, make_coord  # noqa: E402
+from neurop_jax.cli.upsampling import upsample  # noqa: E402
 from neurop_jax.models import make_model, model_config  # noqa: E402
 
 LR_HW = (24, 20)

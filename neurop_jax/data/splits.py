@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from neurop_jax.atomic import write_text
+from neurop_jax.io.atomic import write_text
 
 SPLITS = ("train", "val", "test")
 

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from neurop_jax.coords import make_cell, make_coord
+from neurop_jax.models.coords import make_cell, make_coord
 from neurop_jax.data.degrade import downsample
 
 

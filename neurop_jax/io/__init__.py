@@ -1,2 +1,2 @@
-"""Files in and out: images (Pillow), rasters (rasterio), value mappings, nodata, and the upsampling
-of files that ``python -m neurop_jax.upsample`` runs."""
+"""Files in and out: images (Pillow), rasters (rasterio), value mappings, nodata, atomic writes
+and the Orbax checkpoints of a workdir."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from neurop_jax.atomic import atomic_path
+from neurop_jax.io.atomic import atomic_path
 from neurop_jax.errors import MissingInputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -177,3 +177,21 @@ def write_image(path: str | os.PathLike, array: np.ndarray) -> None:
                      f"got {pixels.shape}")
   with atomic_path(path) as tmp:
     Image.fromarray(pixels).save(tmp, format=fmt)
+
+
+def image_grid(rows: list[list[np.ndarray]], gap: int = 2) -> np.ndarray:
+  """Tiles ``rows`` of ``(H, W, C)`` images in [0, 1] on a white ground, ``gap`` pixels apart.
+
+  Cells take the largest height and width found; smaller images sit at their top-left corner.
+  The first three bands are shown as RGB (of a red, green, blue, near-infrared model: the colours).
+  Returns float32 ``(rows * (H + gap) - gap, cols * (W + gap) - gap, 3)``.
+  """
+  h = max(im.shape[0] for row in rows for im in row)
+  w = max(im.shape[1] for row in rows for im in row)
+  cols = max(len(row) for row in rows)
+  grid = np.ones((len(rows) * (h + gap) - gap, cols * (w + gap) - gap, 3), np.float32)
+  for i, row in enumerate(rows):
+    for j, im in enumerate(row):
+      y, x = i * (h + gap), j * (w + gap)
+      grid[y:y + im.shape[0], x:x + im.shape[1]] = np.clip(im[..., :3], 0.0, 1.0)
+  return grid

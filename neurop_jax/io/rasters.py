@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from neurop_jax.atomic import atomic_path
+from neurop_jax.io.atomic import atomic_path
 from neurop_jax.errors import InputError
 from neurop_jax.io.nodata import fill
 from neurop_jax.io.values import ValueMapping

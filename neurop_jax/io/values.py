@@ -6,7 +6,7 @@ integer outputs and kept within the dtype's range. Written as text, one range fo
 (``'0:10000'``: surface reflectance scaled by 10000) or one per band, comma-separated
 (``'0:10000,0:10000,0:10000,0:12000'``).
 
-Where it comes from (``neurop_jax.io.upsampling``): ``--values`` if given, else the one a model
+Where it comes from (``neurop_jax.cli.upsampling``): ``--values`` if given, else the one a model
 was trained with (``config.data.value_mapping``, saved with its checkpoints), else ``'0:255'`` for uint8
 files; any other file without a mapping is an error asking for ``--values``: values are never
 divided by their dtype's maximum behind the user's back. Values outside the range are clipped with

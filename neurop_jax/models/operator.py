@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neurop_jax.coords import axis_centres
+from neurop_jax.models.coords import axis_centres
 from neurop_jax.models.edsr import make_encoder
 from neurop_jax.models.galerkin import GalerkinBlock
 

@@ -43,16 +43,16 @@ import numpy as np
 from absl import logging
 from tqdm.auto import tqdm
 
-from neurop_jax import inference
-from neurop_jax.atomic import atomic_path, write_text
+from neurop_jax.inference import api as inference
+from neurop_jax.io.atomic import atomic_path, write_text
 from neurop_jax.errors import InputError
-from neurop_jax.checkpoints import restore_inference_params, restore_sampling
+from neurop_jax.io.checkpoints import restore_inference_params, restore_sampling
 from neurop_jax.data import build_sources, downsample, eval_batches, write_image
-from neurop_jax.logging_utils import image_grid
-from neurop_jax.metrics import PROTOCOLS, compute_metrics
+from neurop_jax.io.images import image_grid
+from neurop_jax.evaluation.metrics import PROTOCOLS, compute_metrics
 from neurop_jax.models import make_model
-from neurop_jax.samplers import SAMPLERS, SKIPS
-from neurop_jax.validation import Subset, evenly_spaced
+from neurop_jax.diffusion.samplers import SAMPLERS, SKIPS
+from neurop_jax.training.validation import Subset, evenly_spaced
 
 METHODS = ("bicubic", "operator", "diffusion")
 LABELS = {"bicubic": "Bicubic", "operator": "Operator (SRNO)", "diffusion": "NeurOp-Diff"}
@@ -60,29 +60,6 @@ METRICS = ("psnr_paper", "ssim_paper", "psnr_rs", "ssim_rs", "lpips")
 HEADERS = {"psnr_paper": "PSNR paper (dB)", "ssim_paper": "SSIM paper", "psnr_rs": "PSNR rs (dB)",
            "ssim_rs": "SSIM rs", "lpips": "LPIPS"}
 SPLITS = ("test", "val")
-
-
-def default_evaluate_config() -> ml_collections.ConfigDict:
-  """Defaults for ``config.evaluate``: the paper's scales, all three methods, DDIM 50 steps.
-
-  Fields:
-    split: the split of ``config.data`` evaluated, 'test' or 'val'.
-    scales: upsampling factors, each finite and > 1: in distribution (the training range is
-      (1, ``data.s_max``], 8 by default) 2, 3.1, 4, 5.8, 7, 8, out of distribution 9, 10.
-    methods: a subset of 'bicubic', 'operator', 'diffusion'.
-    which: the checkpoint, 'best' (by validation PSNR) or 'latest'.
-    num_images: images evenly spaced over the split (0: all of them).
-    sampler, steps, eta, skip: NeurOp-Diff's sampling (``inference.super_resolve``); skip ''
-      takes the sampler's default spacing ('uniform', or 'logsnr' for 'dpm_solver_pp').
-    seed: seed of the diffusion noise (folded with the scale's and the image's index).
-    lpips: also compute LPIPS (needs ``pip install neurop_jax[lpips]``).
-    crop_images: images shown in each ``crops_x<scale>.png`` (0: no crops).
-    crop_size: side of the centre crops, in HR pixels.
-  """
-  return ml_collections.ConfigDict(dict(
-      split="test", scales=(2.0, 3.1, 4.0, 5.8, 7.0, 8.0, 9.0, 10.0), methods=METHODS,
-      which="best", num_images=0, sampler="ddim", steps=50, eta=0.0, skip="", seed=0, lpips=True,
-      crop_images=3, crop_size=96))
 
 
 def evaluate_settings(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -8,7 +8,7 @@ known. Each tile encodes its own LR window with a halo of the encoder's receptiv
 its features are exact. The result equals the untiled operator up to float rounding, everywhere.
 
 The diffusion UNet is convolutional with attention only at coarse levels; tiles of it are denoised
-independently from one noise field (``tiling.position_noise``) and an exact prior, and blended with
+independently from one noise field (``tiles.position_noise``) and an exact prior, and blended with
 raised-cosine weights that sum to one. GroupNorm and the attention see one tile, so the result is
 close to, not equal to, a whole-image run; there are no seams.
 
@@ -30,15 +30,15 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from neurop_jax import tiling
-from neurop_jax.coords import axis_centres, make_cell
-from neurop_jax.diffusion import Schedule
+from neurop_jax.inference import tiles
+from neurop_jax.models.coords import axis_centres, make_cell
+from neurop_jax.diffusion.schedule import Schedule
 from neurop_jax.io.images import to_uint8
-from neurop_jax.inference import check_images, check_layout, output_size, sample_conditioned
+from neurop_jax.inference.api import check_images, check_layout, output_size, sample_conditioned
 from neurop_jax.models import NeuralOperator, NeurOpDiff
 from neurop_jax.models.edsr import make_encoder
-from neurop_jax.parameterization import Formulation
-from neurop_jax.samplers import timestep_sequence
+from neurop_jax.diffusion.formulation import Formulation
+from neurop_jax.diffusion.samplers import timestep_sequence
 
 DenoiseFn = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
 PriorFn = Callable[[tuple[int, int], tuple[int, int]], jax.Array]
@@ -117,8 +117,8 @@ class TiledOperator:
     self.lr_hw = tuple(lr.shape[:2])
     self.out_hw = tuple(int(n) for n in out_hw)
     self.radius = encoder_radius(operator)
-    self.rows = tiling.axis_tiles(self.out_hw[0], tile)
-    self.cols = tiling.axis_tiles(self.out_hw[1], tile)
+    self.rows = tiles.axis_tiles(self.out_hw[0], tile)
+    self.cols = tiles.axis_tiles(self.out_hw[1], tile)
     self.progress = progress
 
   def _lr_window(self, origin: tuple[int, int],
@@ -127,8 +127,8 @@ class TiledOperator:
     first, sizes = [], []
     for axis in range(2):
       args = (shape[axis], self.out_hw[axis], self.lr_hw[axis], self.radius)
-      first.append(tiling.lr_window_start(origin[axis], *args))
-      sizes.append(tiling.lr_window_size(*args))
+      first.append(tiles.lr_window_start(origin[axis], *args))
+      sizes.append(tiles.lr_window_size(*args))
     window = self.lr[first[0]:first[0] + sizes[0], first[1]:first[1] + sizes[1]]
     return np.asarray(window, np.float32)[None] * 2 - 1, np.asarray(first, np.int32)
 
@@ -203,7 +203,7 @@ def _sample_tile(denoise: DenoiseFn, params: Any, prior: jax.Array, origin: jax.
   """The sampler on one tile, once per key of ``rngs`` ``(K,)`` (vmapped): ``prior`` ``(th, tw,
   C)`` [-1, 1] -> ``(K, th, tw, C)`` in [0, 1]."""
   def one(rng):
-    x_T = tiling.position_noise(jax.random.fold_in(rng, 0), origin, shape, prior.shape[-1])
+    x_T = tiles.position_noise(jax.random.fold_in(rng, 0), origin, shape, prior.shape[-1])
     net_fn = lambda x, g: denoise(params, x, g, prior[None])
     image = sample_conditioned(net_fn, prior[None], x_T, jax.random.fold_in(rng, 1),
                                schedule=schedule, formulation=formulation, sampler=sampler,
@@ -231,8 +231,8 @@ def sample_strips(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple
   """Diffusion sampling tile by tile, blended, as finished row strips ``(y0, strip)``.
 
   Each tile of ``tile`` pixels (every ``tile - overlap``) runs the whole sampler on its part of
-  one noise field (``tiling.position_noise(fold_in(key, 0), ...)``) conditioned on its part of the
-  prior; the results are blended with ``tiling.blend_weights`` (sum one). Deterministic samplers
+  one noise field (``tiles.position_noise(fold_in(key, 0), ...)``) conditioned on its part of the
+  prior; the results are blended with ``tiles.blend_weights`` (sum one). Deterministic samplers
   (DDIM with eta 0, DPM-Solver++) give overlapping tiles identical inputs there; the step noise of
   'ddpm' or eta > 0 comes from ``fold_in(key, 1)`` with the tile's shape, the same for every tile.
   A strip is yielded once no later tile row reaches it, so only about two tile rows of the output
@@ -253,10 +253,10 @@ def sample_strips(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple
     samples: the number of draws, or None for one draw with ``rng`` itself.
     progress: show a tqdm bar.
   """
-  rows = tiling.axis_tiles(out_hw[0], tile, overlap)
-  cols = tiling.axis_tiles(out_hw[1], tile, overlap)
+  rows = tiles.axis_tiles(out_hw[0], tile, overlap)
+  cols = tiles.axis_tiles(out_hw[1], tile, overlap)
   shape = (rows.tile, cols.tile)
-  row_w, col_w = tiling.blend_weights(rows, overlap), tiling.blend_weights(cols, overlap)
+  row_w, col_w = tiles.blend_weights(rows, overlap), tiles.blend_weights(cols, overlap)
   timesteps = timestep_sequence(schedule, steps, skip)
   keys = sample_keys(rng, samples)
   bar = tqdm(total=len(rows) * len(cols), desc="diffusion tiles", disable=not progress,

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import ml_collections
 
-from neurop_jax.data import default_data_config
-from neurop_jax.diffusion import default_diffusion_config
-from neurop_jax.evaluate import default_evaluate_config
-from neurop_jax.models import model_config
+from neurop_jax.data.config import default_data_config
+from neurop_jax.diffusion.config import default_diffusion_config
+from neurop_jax.evaluation.config import default_evaluate_config
+from neurop_jax.models.config import model_config
 
 STAGES = ("operator", "diffusion")
 

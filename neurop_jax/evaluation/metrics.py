@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neurop_jax import lpips
+from neurop_jax.evaluation import lpips
 
 _SSIM_SIGMA = 1.5
 _SSIM_RADIUS = 5

@@ -7,8 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from neurop_jax.config_base import PAPER_DIFFUSION_LRS
-from neurop_jax.train_state import (apply_gradients, create_train_state, ema_update,
+from neurop_jax.training.config import PAPER_DIFFUSION_LRS
+from neurop_jax.training.state import (apply_gradients, create_train_state, ema_update,
                                     make_optimizer, step_schedule, warmup_schedule)
 
 

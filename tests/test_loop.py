@@ -16,7 +16,8 @@ import jax
 import numpy as np
 import pytest
 
-from neurop_jax import checkpoints, train
+from neurop_jax.io import checkpoints
+from neurop_jax.training import loop as train
 from neurop_jax.data import read_image
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -18,11 +18,11 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from neurop_jax import diffusion
-from neurop_jax.parameterization import Formulation, regression_target
-from neurop_jax.coords import make_cell, make_coord
+from neurop_jax.diffusion import schedule as diffusion
+from neurop_jax.diffusion.formulation import Formulation, regression_target
+from neurop_jax.models.coords import make_cell, make_coord
 from neurop_jax.models import NeurOpDiff
-from neurop_jax.train_state import TrainState, apply_gradients
+from neurop_jax.training.state import TrainState, apply_gradients
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from neurop_jax import tiling
+from neurop_jax.inference import tiles as tiling
 
 
 @pytest.mark.parametrize("size,tile,overlap", [(100, 32, 0), (100, 32, 8), (64, 64, 0), (20, 32, 4),

@@ -35,11 +35,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neurop_jax.coords import make_cell, make_coord
-from neurop_jax.diffusion import Schedule, make_schedule
+from neurop_jax.models.coords import make_cell, make_coord
+from neurop_jax.diffusion.schedule import Schedule, make_schedule
 from neurop_jax.models import NeurOpDiff
-from neurop_jax.parameterization import Formulation
-from neurop_jax.samplers import SAMPLERS, NetFn, Trajectory, sample, timestep_sequence
+from neurop_jax.diffusion.formulation import Formulation
+from neurop_jax.diffusion.samplers import SAMPLERS, NetFn, Trajectory, sample, timestep_sequence
 
 DEFAULT_SKIP: dict[str, str] = {"ddim": "uniform", "ddpm": "uniform", "dpm_solver_pp": "logsnr"}
 

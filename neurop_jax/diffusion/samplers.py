@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neurop_jax.diffusion import Schedule
-from neurop_jax.parameterization import split_prediction
+from neurop_jax.diffusion.schedule import Schedule
+from neurop_jax.diffusion.formulation import split_prediction
 
 NetFn = Callable[[jax.Array, jax.Array], jax.Array]
 

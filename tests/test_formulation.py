@@ -8,9 +8,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from neurop_jax import samplers
-from neurop_jax.diffusion import make_schedule
-from neurop_jax.parameterization import (TARGETS, Formulation, regression_target,
+from neurop_jax.diffusion import samplers
+from neurop_jax.diffusion.schedule import make_schedule
+from neurop_jax.diffusion.formulation import (TARGETS, Formulation, regression_target,
                                          split_prediction)
 
 SCHEDULE = make_schedule()

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from neurop_jax.data import downsample, eval_batches
-from neurop_jax.logging_utils import image_grid
-from neurop_jax.metrics import compute_metrics
+from neurop_jax.io.images import image_grid
+from neurop_jax.evaluation.metrics import compute_metrics
 
 # (lr (1, h, w, 3), hr (1, H, W, 3), image index) -> {label: (1, H, W, 3)} in [0, 1]; the label ''
 # is the stage's result (its metrics are 'psnr', 'ssim'), others give '<label>_psnr', ...

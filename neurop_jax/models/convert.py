@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from neurop_jax.coords import make_cell, make_coord
+from neurop_jax.models.coords import make_cell, make_coord
 from neurop_jax.models.neurop_diff import make_operator, make_unet
 
 # The original's mean-shift layers exist in every SRNO state dict but are never applied.

@@ -6,7 +6,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from neurop_jax.config_base import PAPER_DIFFUSION_LRS, parse_arg
+from neurop_jax.training.config import PAPER_DIFFUSION_LRS, parse_arg
 
 CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
 

@@ -4,7 +4,7 @@ Stage 1 trains the neural operator (SRNO recipe, L1 on random-scale patches); st
 conditioned on the frozen prior of stage 1's best checkpoint. Each stage resumes from its latest
 checkpoint (train state and data position), so re-running the same command after a kill continues
 and ends with the same parameters as an uninterrupted run; a finished stage is skipped.
-Records go to ``<workdir>/<stage>/`` (see ``logging_utils`` and ``checkpoints``).
+Records go to ``<workdir>/<stage>/`` (see ``training.records`` and ``io.checkpoints``).
 """
 
 from __future__ import annotations
@@ -26,21 +26,24 @@ import optax
 from absl import logging
 from tqdm import tqdm
 
-from neurop_jax import checkpoints, convert, lpips
-from neurop_jax.config_base import STAGES
+from neurop_jax.evaluation import lpips
+from neurop_jax.io import checkpoints
+from neurop_jax.models import convert
+from neurop_jax.training.config import STAGES
 from neurop_jax.data import build_sources, diffusion_pipeline, operator_pipeline, splits
-from neurop_jax.diffusion import schedule_from_config
+from neurop_jax.diffusion.schedule import schedule_from_config
 from neurop_jax.errors import InputError, MissingInputError
-from neurop_jax.inference import sample_given_prior
-from neurop_jax.logging_utils import StageLogger, quiet_orbax
+from neurop_jax.inference.api import sample_given_prior
+from neurop_jax.io.checkpoints import quiet_orbax
+from neurop_jax.training.records import StageLogger
 from neurop_jax.models import NeurOpDiff, make_model
-from neurop_jax.parameterization import Formulation
-from neurop_jax.train_state import (TrainState, create_train_state, make_optimizer,
+from neurop_jax.diffusion.formulation import Formulation
+from neurop_jax.training.state import (TrainState, create_train_state, make_optimizer,
                                     step_schedule, warmup_schedule)
-from neurop_jax.train_steps import (batch_sharding, compile_prior, compile_steps, data_mesh,
+from neurop_jax.training.steps import (batch_sharding, compile_prior, compile_steps, data_mesh,
                                     diffusion_step, operator_prior, operator_step, query_grid,
                                     replicated, to_device)
-from neurop_jax.validation import OutputsFn, Validator
+from neurop_jax.training.validation import OutputsFn, Validator
 
 
 @dataclasses.dataclass

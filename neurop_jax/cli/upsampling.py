@@ -39,12 +39,12 @@ from tqdm.auto import tqdm
 from neurop_jax.errors import InputError
 from neurop_jax.io import nodata, rasters, values
 from neurop_jax.io.images import IMAGE_SUFFIXES, read_image, to_uint8, write_image
-from neurop_jax.inference import DEFAULT_SKIP, default_schedule
+from neurop_jax.inference.api import DEFAULT_SKIP, default_schedule
 from neurop_jax.models import make_model, model_config
 from neurop_jax.models.config import PRESETS
-from neurop_jax.parameterization import Formulation
-from neurop_jax.samplers import SAMPLERS
-from neurop_jax.tiled import super_resolve_regions
+from neurop_jax.diffusion.formulation import Formulation
+from neurop_jax.diffusion.samplers import SAMPLERS
+from neurop_jax.inference.tiled import super_resolve_regions
 
 SCALE_RANGE = (1.0, 16.0)
 """Allowed upsampling factors per axis, ``1 < s <= 16``: the models train on (1, 8] and are
@@ -168,7 +168,7 @@ def plan_input(path: Path, scale: float | None, size: tuple[int, int] | None, ch
 @contextlib.contextmanager
 def _readable_run() -> Iterator[None]:
   """Turns a damaged checkpoint of a workdir into one ``UpsampleError`` line with the fix."""
-  from neurop_jax.checkpoints import DamagedCheckpointError
+  from neurop_jax.io.checkpoints import DamagedCheckpointError
   try:
     yield
   except DamagedCheckpointError as err:
@@ -183,7 +183,7 @@ def load_model(workdir: str | None = None, checkpoint: str | None = None,
     raise UpsampleError("give exactly one of --workdir (a neurop_jax run) and --checkpoint (an "
                         "original .pth/.npz file)")
   if workdir is not None:
-    from neurop_jax.checkpoints import restore_inference_params
+    from neurop_jax.io.checkpoints import restore_inference_params
     try:
       with _readable_run():
         cfg, params = restore_inference_params(workdir)
@@ -194,7 +194,7 @@ def load_model(workdir: str | None = None, checkpoint: str | None = None,
     raise UpsampleError(f"checkpoint {checkpoint} does not exist")
   if model_preset not in PRESETS:
     raise UpsampleError(f"unknown --model-preset {model_preset!r}: choose one of {PRESETS}")
-  from neurop_jax.convert import convert_checkpoint
+  from neurop_jax.models.convert import convert_checkpoint
   cfg = model_config(model_preset)
   try:
     converted = convert_checkpoint(checkpoint, cfg)
@@ -212,7 +212,7 @@ def _run_options(workdir: str | None) -> dict:
                  values="", bands="")
   if workdir is None or not Path(workdir).is_dir():
     return options
-  from neurop_jax.checkpoints import run_settings
+  from neurop_jax.io.checkpoints import run_settings
   with _readable_run():
     try:
       run = run_settings(workdir)

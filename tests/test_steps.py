@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from neurop_jax.train_state import TrainState, apply_gradients, create_train_state
-from neurop_jax.train_steps import batch_sharding, compile_steps, data_mesh, to_device
+from neurop_jax.training.state import TrainState, apply_gradients, create_train_state
+from neurop_jax.training.steps import batch_sharding, compile_steps, data_mesh, to_device
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -54,11 +54,11 @@ def test_steps_per_call_equal_single_steps():
 _TWO_DEVICES = r"""
 import functools, json
 import jax, jax.numpy as jnp, numpy as np
-from neurop_jax.config_base import base_config
-from neurop_jax.diffusion import schedule_from_config
+from neurop_jax.training.config import base_config
+from neurop_jax.diffusion.schedule import schedule_from_config
 from neurop_jax.models import make_model
-from neurop_jax.train_state import create_train_state, make_optimizer, step_schedule
-from neurop_jax.train_steps import (batch_sharding, compile_steps, data_mesh, diffusion_step,
+from neurop_jax.training.state import create_train_state, make_optimizer, step_schedule
+from neurop_jax.training.steps import (batch_sharding, compile_steps, data_mesh, diffusion_step,
                                     operator_step, query_grid, replicated, to_device)
 
 assert jax.device_count() == 2

@@ -31,10 +31,28 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from neurop_jax import diffusion
+from neurop_jax.diffusion import schedule as diffusion
 from neurop_jax.errors import InputError, MissingInputError
-from neurop_jax.logging_utils import quiet_orbax
-from neurop_jax.parameterization import Formulation
+from neurop_jax.diffusion.formulation import Formulation
+
+def _not_orbax_info(record: logging.LogRecord) -> bool:
+  if f"{os.sep}orbax{os.sep}" not in record.pathname:
+    return True
+  return (record.levelno >= logging.WARNING
+          and not record.getMessage().startswith("Given directory is read only"))
+
+
+def quiet_orbax() -> None:
+  """Drops Orbax's INFO records (several per checkpoint written) from absl logging.
+
+  Orbax logs through absl's single logger, so this filters by source file; its warnings and
+  every other module's records stay, except the notice that a checkpoint folder opened for
+  reading is read only (we open it so on purpose).
+  """
+  absl_logger = absl_logging.get_absl_logger()
+  if _not_orbax_info not in absl_logger.filters:
+    absl_logger.addFilter(_not_orbax_info)
+
 
 BEST_METRIC = "psnr"
 

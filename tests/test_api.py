@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import Fixture, load_fixture, max_abs_diff, nhwc, rel_err
-from neurop_jax import inference
+from neurop_jax.inference import api as inference
 from neurop_jax.models import NeurOpDiff, make_model, make_operator, make_unet
 
 TRACES: list[tuple[int, ...]] = []

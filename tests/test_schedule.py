@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import load_io, nhwc
-from neurop_jax import diffusion
+from neurop_jax.diffusion import schedule as diffusion
 
 @pytest.fixture(scope="module")
 def io() -> dict[str, np.ndarray]:
