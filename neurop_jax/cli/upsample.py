@@ -42,10 +42,11 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--prior-only", action="store_true",
                       help="the neural-operator prior alone, no diffusion refinement")
   parser.add_argument("--sampler", choices=tuple(SAMPLERS),
-                      help="diffusion sampler; default: the --workdir run's validation sampler "
-                           "(DDIM 20 steps for the quickstart), else dpm_solver_pp")
+                      help="diffusion sampler; default: the run's (what a --workdir run "
+                           "validated with, e.g. DDIM 20 steps for the quickstart; the paper's DDIM "
+                           "50 for --checkpoint)")
   parser.add_argument("--steps", type=int,
-                      help="diffusion sampling steps; default: the run's, else 10")
+                      help="diffusion sampling steps; default: the run's")
   parser.add_argument("--samples", type=int,
                       help="K diffusion draws: write their mean and their per-pixel standard "
                            "deviation (<name>_std)")

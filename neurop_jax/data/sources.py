@@ -197,3 +197,24 @@ def build_sources(config: ml_collections.ConfigDict,
   if record_to is not None:
     splits.write_split(record_to, split)
   return {name: make(names=split[name]) for name in splits.SPLITS}
+
+
+class Subset:
+  """The elements ``indices`` of a grain random-access source."""
+
+  def __init__(self, source, indices: Sequence[int]):
+    self.source = source
+    self.indices = [int(i) for i in indices]
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index: int):
+    return self.source[self.indices[index]]
+
+
+def evenly_spaced(n: int, k: int) -> np.ndarray:
+  """``k`` indices spread evenly over ``range(n)`` (all of them when ``k`` is 0 or >= n)."""
+  if k <= 0 or k >= n:
+    return np.arange(n)
+  return np.unique(np.round(np.linspace(0, n - 1, k)).astype(np.int64))

@@ -2,7 +2,7 @@
 
 Every sampler takes the network as ``net_fn(x_t, noise_level) -> output`` with ``x_t`` of shape
 ``(B, H, W, C)`` in the diffusion space (the [-1, 1] image, or the scaled residual, see
-``neurop_jax.parameterization``) and ``noise_level`` ``(B,)`` float32 = sqrt(alpha_bar), the SR3
+``neurop_jax.diffusion.formulation``) and ``noise_level`` ``(B,)`` float32 = sqrt(alpha_bar), the SR3
 continuous noise level (never a step index). ``target`` ('eps', the paper; 'x0'; 'v') says what the
 output is; ``parameterization.split_prediction`` turns it into the pair ``(x0, eps)`` the updates
 use. The caller closes ``net_fn`` over the network parameters and the prior, which is computed
@@ -23,16 +23,22 @@ jit and vmap.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from neurop_jax.diffusion.formulation import Formulation, split_prediction
 from neurop_jax.diffusion.schedule import Schedule
-from neurop_jax.diffusion.formulation import split_prediction
+from neurop_jax.errors import InputError
 
 NetFn = Callable[[jax.Array, jax.Array], jax.Array]
+# (key, shape, dtype) -> standard normal noise of that shape: the step noise of the stochastic
+# samplers (``jax.random.normal`` unless a caller, such as the tiled path, draws it by position).
+NoiseFn = Callable[[jax.Array, tuple[int, ...], jnp.dtype], jax.Array]
 
 
 class Trajectory(NamedTuple):
@@ -127,16 +133,6 @@ def ddim_update(x0: jax.Array, eps: jax.Array, a_i: jax.Array, a_j: jax.Array,
   return jnp.sqrt(a_j) * x0 + c1 * z + c2 * eps
 
 
-def ddim_step(x: jax.Array, eps: jax.Array, a_i: jax.Array, a_j: jax.Array, eta: jax.Array | float,
-              z: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """One DDIM step of a noise predictor (the original's): ``(x_next, x0)``, both ``(B, H, W, C)``.
-
-  x0 = (x - sqrt(1 - a_i) eps) / sqrt(a_i) (not clipped), then ``ddim_update``.
-  """
-  x0, eps = split_prediction("eps", eps, x, a_i)
-  return ddim_update(x0, eps, a_i, a_j, eta, z), x0
-
-
 def ddpm_update(x: jax.Array, x0: jax.Array, a_i: jax.Array, a_j: jax.Array,
                 z: jax.Array) -> jax.Array:
   """One ancestral update: a draw from the posterior q(x_j | x_i, x0) at the predicted x0.
@@ -149,13 +145,6 @@ def ddpm_update(x: jax.Array, x0: jax.Array, a_i: jax.Array, a_j: jax.Array,
   beta = 1 - a_i / a_j
   mean = (jnp.sqrt(a_j) * beta / (1 - a_i)) * x0 + (jnp.sqrt(1 - beta) * (1 - a_j) / (1 - a_i)) * x
   return mean + jnp.sqrt(beta * (1 - a_j) / (1 - a_i)) * z
-
-
-def ddpm_step(x: jax.Array, eps: jax.Array, a_i: jax.Array, a_j: jax.Array,
-              z: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """One ancestral step of a noise predictor: ``(x_next, x0)``, see ``ddpm_update``."""
-  x0, _ = split_prediction("eps", eps, x, a_i)
-  return ddpm_update(x, x0, a_i, a_j, z), x0
 
 
 def _batch_level(x: jax.Array, g: jax.Array) -> jax.Array:
@@ -177,15 +166,18 @@ Update = Callable[[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array, jax.Ar
 
 def _ancestral_scan(update: Update, net_fn: NetFn, x_T: jax.Array, rng: jax.Array,
                     schedule: Schedule, timesteps: Sequence[int], target: str, clip: bool,
-                    return_trajectory: bool) -> jax.Array | tuple[jax.Array, Trajectory]:
-  """Scan ``update(x, x0, eps, a_i, a_j, z) -> x_next`` over the pairs of ``timesteps``."""
+                    return_trajectory: bool,
+                    noise: NoiseFn | None) -> jax.Array | tuple[jax.Array, Trajectory]:
+  """Scan ``update(x, x0, eps, a_i, a_j, z) -> x_next`` over the pairs of ``timesteps``; z of step
+  k is ``noise(fold_in(rng, k), x.shape, x.dtype)``."""
+  noise = jax.random.normal if noise is None else noise
   t, t_next = timestep_pairs(timesteps)
   per_step = (jnp.arange(len(t)), noise_level_at(schedule, t), alpha_bar_at(schedule, t),
               alpha_bar_at(schedule, t_next))
 
   def body(x, inputs):
     k, g, a_i, a_j = inputs
-    z = jax.random.normal(jax.random.fold_in(rng, k), x.shape, x.dtype)
+    z = noise(jax.random.fold_in(rng, k), x.shape, x.dtype)
     x0, eps = split_prediction(target, net_fn(x, _batch_level(x, g)), x, a_i)
     x_next = update(x, x0, eps, a_i, a_j, z)
     return x_next, (x_next, x0) if return_trajectory else None
@@ -196,8 +188,8 @@ def _ancestral_scan(update: Update, net_fn: NetFn, x_T: jax.Array, rng: jax.Arra
 
 def ddim_sample(net_fn: NetFn, x_T: jax.Array, rng: jax.Array, schedule: Schedule,
                 timesteps: Sequence[int], eta: jax.Array | float = 0.0, target: str = "eps",
-                clip: bool = True,
-                return_trajectory: bool = False) -> jax.Array | tuple[jax.Array, Trajectory]:
+                clip: bool = True, return_trajectory: bool = False,
+                noise: NoiseFn | None = None) -> jax.Array | tuple[jax.Array, Trajectory]:
   """DDIM ("generalized steps", the original's sampler) over ``timesteps``.
 
   Args:
@@ -210,18 +202,20 @@ def ddim_sample(net_fn: NetFn, x_T: jax.Array, rng: jax.Array, schedule: Schedul
     target: what ``net_fn`` predicts, 'eps' (the paper), 'x0' or 'v' (static).
     clip: clip the final sample to [-1, 1] (static; image space).
     return_trajectory: also return the ``Trajectory`` (static).
+    noise: the step noise, ``(key, shape, dtype) -> z``; None is ``jax.random.normal``.
 
   Returns:
     ``(B, H, W, C)`` the sample (clipped to [-1, 1] if ``clip``), and the trajectory if asked.
   """
   update = lambda x, x0, eps, a_i, a_j, z: ddim_update(x0, eps, a_i, a_j, eta, z)
   return _ancestral_scan(update, net_fn, x_T, rng, schedule, timesteps, target, clip,
-                         return_trajectory)
+                         return_trajectory, noise)
 
 
 def ddpm_sample(net_fn: NetFn, x_T: jax.Array, rng: jax.Array, schedule: Schedule,
                 timesteps: Sequence[int], target: str = "eps", clip: bool = True,
-                return_trajectory: bool = False) -> jax.Array | tuple[jax.Array, Trajectory]:
+                return_trajectory: bool = False,
+                noise: NoiseFn | None = None) -> jax.Array | tuple[jax.Array, Trajectory]:
   """Ancestral sampling (DDPM) over ``timesteps``: all T steps (range(T)) or a subsequence.
 
   Each step draws from the posterior of the (possibly skipped) pair, see ``ddpm_update``; the
@@ -230,7 +224,7 @@ def ddpm_sample(net_fn: NetFn, x_T: jax.Array, rng: jax.Array, schedule: Schedul
   """
   update = lambda x, x0, eps, a_i, a_j, z: ddpm_update(x, x0, a_i, a_j, z)
   return _ancestral_scan(update, net_fn, x_T, rng, schedule, timesteps, target, clip,
-                         return_trajectory)
+                         return_trajectory, noise)
 
 
 def _dpm_solver_pp_coefficients(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -253,7 +247,7 @@ def _dpm_solver_pp_coefficients(a: jax.Array) -> tuple[jax.Array, jax.Array, jax
 
 def dpm_solver_pp_sample(net_fn: NetFn, x_T: jax.Array, rng: jax.Array, schedule: Schedule,
                          timesteps: Sequence[int], target: str = "eps", clip: bool = True,
-                         return_trajectory: bool = False
+                         return_trajectory: bool = False, noise: NoiseFn | None = None
                          ) -> jax.Array | tuple[jax.Array, Trajectory]:
   """DPM-Solver++(2M) (Lu et al. 2022): multistep second order, data prediction, VP.
 
@@ -261,9 +255,9 @@ def dpm_solver_pp_sample(net_fn: NetFn, x_T: jax.Array, rng: jax.Array, schedule
   the discrete alpha_bar of the schedule at those steps (the noise levels the network was trained
   on); repeated timesteps are merged. x0 comes from ``split_prediction`` (not clipped); the first
   step and the last (to alpha_bar = 1) are first order, where the update equals DDIM's.
-  Deterministic: ``rng`` is not used. Arguments and result as ``ddim_sample``.
+  Deterministic: ``rng`` and ``noise`` are not used. Arguments and result as ``ddim_sample``.
   """
-  del rng
+  del rng, noise
   seq = np.unique(np.asarray(timesteps, dtype=np.int64))
   t, _ = timestep_pairs(seq)
   a = alpha_bar_at(schedule, np.concatenate([t, [-1]]))
@@ -288,11 +282,60 @@ SAMPLERS: dict[str, Callable[..., jax.Array | tuple[jax.Array, Trajectory]]] = {
 }
 
 
+DEFAULT_SKIP: dict[str, str] = {"ddim": "uniform", "ddpm": "uniform", "dpm_solver_pp": "logsnr"}
+"""Each sampler's timestep spacing when none is named: DPM-Solver++ needs 'logsnr'."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+  """How to sample: the sampler, its number of steps, their spacing and DDIM's eta (hashable).
+
+  The defaults are the paper's: DDIM, 50 uniform steps, eta 0. ``with_overrides`` applies a
+  caller's choices over a run's defaults; every entry point resolves its options through it.
+  """
+
+  sampler: str = "ddim"
+  steps: int = 50
+  skip: str = "uniform"
+  eta: float = 0.0
+
+  def __post_init__(self):
+    if self.sampler not in SAMPLERS:
+      raise InputError(f"unknown sampler {self.sampler!r}: choose one of {tuple(SAMPLERS)}")
+    if self.skip not in SKIPS:
+      raise InputError(f"unknown skip {self.skip!r}: choose one of {tuple(SKIPS)}")
+    if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) or self.steps < 1:
+      raise InputError(f"steps must be an integer >= 1, got {self.steps!r}")
+    if not (isinstance(self.eta, (int, float)) and 0 <= self.eta and math.isfinite(self.eta)):
+      raise InputError(f"eta must be a finite number >= 0, got {self.eta!r}")
+    if self.sampler != "ddim" and self.eta != 0:
+      raise InputError(f"eta applies to 'ddim' only, got eta={self.eta} with {self.sampler!r}")
+
+  def with_overrides(self, sampler: str | None = None, steps: int | None = None,
+                     skip: str | None = None, eta: float | None = None) -> "Sampling":
+    """These settings with the given fields replaced; None keeps this one's value.
+
+    A sampler other than this one's takes its own spacing (``DEFAULT_SKIP``) and eta 0 unless
+    they are given; ``steps`` stays this one's unless given.
+    """
+    sampler = self.sampler if sampler is None else sampler
+    same = sampler == self.sampler
+    if skip is None:
+      skip = self.skip if same else DEFAULT_SKIP.get(sampler, "uniform")
+    if eta is None:
+      eta = self.eta if same else 0.0
+    return Sampling(sampler, int(self.steps if steps is None else steps), skip, float(eta))
+
+  def timesteps(self, schedule: Schedule) -> tuple[int, ...]:
+    """The timestep sequence of these settings on ``schedule`` (``timestep_sequence``)."""
+    return timestep_sequence(schedule, self.steps, self.skip)
+
+
 def sample(net_fn: NetFn, x_T: jax.Array, rng: jax.Array, *, schedule: Schedule,
            sampler: str = "ddim", steps: int = 50, eta: jax.Array | float = 0.0,
            skip: str = "uniform", timesteps: Sequence[int] | None = None, target: str = "eps",
-           clip: bool = True,
-           return_trajectory: bool = False) -> jax.Array | tuple[jax.Array, Trajectory]:
+           clip: bool = True, return_trajectory: bool = False,
+           noise: NoiseFn | None = None) -> jax.Array | tuple[jax.Array, Trajectory]:
   """Sample by name: 'ddim' (the original), 'ddpm' (ancestral) or 'dpm_solver_pp' (2M).
 
   Args:
@@ -308,9 +351,11 @@ def sample(net_fn: NetFn, x_T: jax.Array, rng: jax.Array, *, schedule: Schedule,
     skip: the spacing of the timesteps, 'uniform', 'quad' or 'logsnr' (static; see
       ``timestep_sequence``; 'logsnr' is the one for 'dpm_solver_pp').
     timesteps: an explicit increasing sequence (static), overriding ``steps`` and ``skip``.
-    target: 'eps' (the paper), 'x0' or 'v' (static; see ``neurop_jax.parameterization``).
+    target: 'eps' (the paper), 'x0' or 'v' (static; see ``neurop_jax.diffusion.formulation``).
     clip: clip the final sample to [-1, 1] (static; False for residual space).
     return_trajectory: also return the ``Trajectory`` (static).
+    noise: the step noise of 'ddpm' and DDIM with eta > 0, ``(key, shape, dtype) -> z`` (the
+      tiled path draws it by position); None is ``jax.random.normal``.
 
   Returns:
     ``(B, H, W, C)`` the sample, and the trajectory if asked.
@@ -323,4 +368,27 @@ def sample(net_fn: NetFn, x_T: jax.Array, rng: jax.Array, *, schedule: Schedule,
     timesteps = timestep_sequence(schedule, steps, skip)
   options = {"eta": eta} if sampler == "ddim" else {}
   return SAMPLERS[sampler](net_fn, x_T, rng, schedule, timesteps, target=target, clip=clip,
-                           return_trajectory=return_trajectory, **options)
+                           return_trajectory=return_trajectory, noise=noise, **options)
+
+
+def sample_conditioned(net_fn: NetFn, prior: jax.Array, x_T: jax.Array, rng: jax.Array, *,
+                       schedule: Schedule, formulation: Formulation = Formulation(),
+                       sampler: str = "ddim", steps: int = 50, eta: jax.Array | float = 0.0,
+                       skip: str = "uniform", timesteps: Sequence[int] | None = None,
+                       return_trajectory: bool = False, noise: NoiseFn | None = None
+                       ) -> jax.Array | tuple[jax.Array, Trajectory]:
+  """Reverse diffusion of any conditioned network in ``formulation``'s space, as an image.
+
+  ``net_fn(x_t, g)`` is the network closed over its parameters and ``prior`` ``(B, H, W, C)``
+  (the [-1, 1] scale); ``x_T`` ``(B, H, W, C)`` standard normal. The sampler runs in the
+  formulation's space (image or scaled residual) with its target; the result is
+  ``formulation.to_image``: ``(B, H, W, C)`` in [-1, 1], clipped. A trajectory, if asked, is in
+  the diffusion space. Other arguments as ``sample``.
+  """
+  out = sample(net_fn, x_T, rng, schedule=schedule, sampler=sampler, steps=steps, eta=eta,
+               skip=skip, timesteps=timesteps, target=formulation.target,
+               clip=formulation.space == "image", return_trajectory=return_trajectory,
+               noise=noise)
+  if return_trajectory:
+    return formulation.to_image(out[0], prior), out[1]
+  return formulation.to_image(out, prior)

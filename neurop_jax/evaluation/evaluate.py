@@ -30,6 +30,7 @@ evaluates with the defaults.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -43,18 +44,16 @@ import numpy as np
 from absl import logging
 from tqdm.auto import tqdm
 
-from neurop_jax.inference import api as inference
-from neurop_jax.io.atomic import atomic_path, write_text
-from neurop_jax.errors import InputError
-from neurop_jax.io.checkpoints import restore_inference_params, restore_sampling
-from neurop_jax.data import build_sources, downsample, eval_batches, write_image
-from neurop_jax.io.images import image_grid
-from neurop_jax.evaluation.metrics import PROTOCOLS, compute_metrics
-from neurop_jax.models import make_model
+from neurop_jax.data import build_sources, eval_batches
+from neurop_jax.data.sources import Subset, evenly_spaced
 from neurop_jax.diffusion.samplers import SAMPLERS, SKIPS
-from neurop_jax.training.validation import Subset, evenly_spaced
-
-METHODS = ("bicubic", "operator", "diffusion")
+from neurop_jax.errors import InputError
+from neurop_jax.evaluation.config import METHODS, default_evaluate_config
+from neurop_jax.evaluation.metrics import PROTOCOLS, bicubic, measure
+from neurop_jax.inference.api import prior_only, super_resolve
+from neurop_jax.inference.run import Run, load_run
+from neurop_jax.io.atomic import atomic_path, write_text
+from neurop_jax.io.images import image_grid, write_image
 LABELS = {"bicubic": "Bicubic", "operator": "Operator (SRNO)", "diffusion": "NeurOp-Diff"}
 METRICS = ("psnr_paper", "ssim_paper", "psnr_rs", "ssim_rs", "lpips")
 HEADERS = {"psnr_paper": "PSNR paper (dB)", "ssim_paper": "SSIM paper", "psnr_rs": "PSNR rs (dB)",
@@ -85,34 +84,20 @@ def evaluate_settings(config: ml_collections.ConfigDict) -> ml_collections.Confi
     raise InputError(f"config.evaluate.split must be one of {SPLITS}, got {settings.split!r}")
   if settings.which not in ("best", "latest"):
     raise InputError(f"config.evaluate.which must be 'best' or 'latest', got {settings.which!r}")
-  if settings.sampler not in SAMPLERS:
-    raise InputError(f"config.evaluate.sampler must be one of {tuple(SAMPLERS)}, got "
-                     f"{settings.sampler!r}")
+  if settings.sampler and settings.sampler not in SAMPLERS:
+    raise InputError(f"config.evaluate.sampler must be '' (the run's) or one of {tuple(SAMPLERS)}, "
+                     f"got {settings.sampler!r}")
   if settings.skip and settings.skip not in SKIPS:
     raise InputError(f"config.evaluate.skip must be '' or one of {tuple(SKIPS)}, got "
                      f"{settings.skip!r}")
-  if settings.steps < 1 or settings.num_images < 0 or settings.crop_images < 0:
-    raise InputError("config.evaluate: steps must be >= 1, num_images and crop_images >= 0")
+  if settings.steps < 0 or settings.num_images < 0 or settings.crop_images < 0:
+    raise InputError("config.evaluate: steps (0: the run's), num_images and crop_images must be "
+                     ">= 0")
+  if settings.eta < 0 and settings.eta != -1:
+    raise InputError(f"config.evaluate.eta must be >= 0 (or -1: the run's), got {settings.eta}")
   if settings.crop_size < 1:
     raise InputError(f"config.evaluate.crop_size must be >= 1, got {settings.crop_size}")
   return settings
-
-
-def bicubic(lr: np.ndarray, hr_hw: tuple[int, int]) -> np.ndarray:
-  """PIL-exact bicubic upsampling of ``(B, h, w, 3)`` to ``(B, H, W, 3)``: float32 in [0, 1]."""
-  return np.clip(downsample(lr, hr_hw), 0.0, 1.0)
-
-
-def measure(sr: np.ndarray, hr: np.ndarray, scale: float, with_lpips: bool) -> dict[str, float]:
-  """The ``METRICS`` of one image pair ``(1, H, W, 3)`` in [0, 1] (without 'lpips' if not asked)."""
-  values = {}
-  for name in PROTOCOLS:
-    m = compute_metrics(sr, hr, name, scale, with_lpips=with_lpips and name == "paper")
-    values[f"psnr_{name}"] = float(m["psnr"][0])
-    values[f"ssim_{name}"] = float(m["ssim"][0])
-    if "lpips" in m:
-      values["lpips"] = float(m["lpips"][0])
-  return values
 
 
 def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -122,18 +107,26 @@ def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
   return image[top:top + h, left:left + w]
 
 
+def sampling_of(run: Run, settings: ml_collections.ConfigDict) -> dict:
+  """The sampler options of ``settings`` for ``super_resolve`` ('' / 0 / -1 fields: None, the
+  run's)."""
+  return dict(sampler=settings.sampler or None, steps=settings.steps or None,
+              skip=settings.skip or None, eta=None if settings.eta == -1 else settings.eta)
+
+
 def _scale_tag(scale: float, s_max: float) -> str:
   return f"x{scale:g}" + (" (OOD)" if scale > s_max else "")
 
 
 def results_markdown(report: dict[str, Any]) -> str:
   """``results.md``: what was evaluated and one table of means, rows scale x method."""
-  s = report["settings"]
+  s, sampling = report["settings"], report["sampling"]
   lines = [
       f"# Evaluation of {report['workdir']}",
       "",
       f"{report['num_images']} images of the {s['split']} split, checkpoint '{s['which']}'; "
-      f"NeurOp-Diff: {s['sampler']}, {s['steps']} steps, eta {s['eta']:g}, seed {s['seed']}. "
+      f"NeurOp-Diff: {sampling['sampler']}, {sampling['steps']} steps ({sampling['skip']}), eta "
+      f"{sampling['eta']:g}, seed {s['seed']}. "
       f"Training scales (1, {report['s_max']:g}]; OOD: out of distribution.",
       "PSNR/SSIM 'paper': RGB, whole image; 'rs': Y channel (BT.601), border crop round(scale). "
       "LPIPS: AlexNet v0.1, RGB, whole image (lower is better).",
@@ -196,38 +189,42 @@ def _means(per_image: dict[str, dict[str, list[float]]], scale: float) -> list[d
           for method, values in per_image.items()]
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
+def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
+             run: Run | None = None) -> dict[str, Any]:
   """Evaluates the run in ``workdir`` with ``config.evaluate``; writes ``<workdir>/eval/``.
 
   Args:
-    config: the run's config: ``data`` (images, split, ``s_max``) and ``evaluate`` (``default_evaluate_config`` fields; the defaults if absent).
-    workdir: a training workdir with at least a stage-1 checkpoint.
+    config: the run's config: ``data`` (images, split, ``s_max``) and ``evaluate``
+      (``default_evaluate_config`` fields; the defaults if absent).
+    workdir: a training workdir with at least a stage-1 checkpoint; the results go to its eval/.
+    run: the run to evaluate; None reads it from ``workdir`` (``load_run(workdir,
+      config.evaluate.which)``).
 
   Returns:
-    The content of ``results.json``: ``workdir``, ``settings``, ``s_max``, ``num_images``,
+    The content of ``results.json``: ``workdir``, ``settings``, ``sampling`` (the sampler, steps,
+    spacing and eta used: the run's unless the settings name them), ``s_max``, ``num_images``,
     ``names`` (the images), ``skipped`` (methods not run, with the reason), ``results`` (one dict
     per (scale, method): ``scale``, ``method``, ``images`` and the mean of each metric) and
     ``per_image`` (``{'x<scale>': {method: {metric: [value per image]}}}``).
 
   Raises:
-    ValueError: on bad settings (e.g. a scale <= 1 or not finite) or an empty split.
-    FileNotFoundError: when ``workdir`` holds no checkpoint.
+    InputError: on bad settings (e.g. a scale <= 1 or not finite) or an empty split;
+      ``MissingInputError`` when ``workdir`` holds no checkpoint.
   """
   settings = evaluate_settings(config)
-  model_cfg, params = restore_inference_params(workdir, which=settings.which)
-  model = make_model(model_cfg)
+  run = load_run(workdir, which=settings.which) if run is None else run
   methods = list(settings.methods)
   skipped = []
-  if "diffusion" in methods and "unet" not in params["params"]:
+  if "diffusion" in methods and not run.has_unet:
     methods.remove("diffusion")
     skipped.append("NeurOp-Diff (the workdir has no stage-2 checkpoint)")
     logging.warning("evaluate: %s has no stage-2 (diffusion) checkpoint; NeurOp-Diff is skipped",
                     workdir)
-  source = build_sources(config.data, channels=model.operator.channels)[settings.split]
+  sampling = run.sampling_for(**sampling_of(run, settings))
+  source = build_sources(config.data, channels=run.channels)[settings.split]
   source = Subset(source, evenly_spaced(len(source), settings.num_images))
   if not len(source):
     raise InputError(f"the {settings.split} split of config.data has no images")
-  schedule, formulation = restore_sampling(workdir, settings.which)
   key = jax.random.key(settings.seed)
   out_dir = Path(workdir) / "eval"
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -244,16 +241,15 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
       hr_hw = hr.shape[1:3]
       outputs = {"bicubic": bicubic(lr, hr_hw)}
       if "operator" in methods:
-        outputs["operator"] = inference.prior_only(model, params, lr, out_shape=hr_hw)
+        outputs["operator"] = prior_only(run, lr, out_shape=hr_hw)
       if "diffusion" in methods:
-        rng = jax.random.fold_in(jax.random.fold_in(key, scale_index), index)
-        outputs["diffusion"] = inference.super_resolve(
-            model, params, lr, out_shape=hr_hw, rng=rng, sampler=settings.sampler,
-            steps=settings.steps, eta=settings.eta, skip=settings.skip or None, schedule=schedule,
-            formulation=formulation)
+        outputs["diffusion"] = super_resolve(
+            run, lr, out_shape=hr_hw, rng=jax.random.fold_in(key, index),
+            **dataclasses.asdict(sampling))
       outputs = {k: np.asarray(v, np.float32) for k, v in outputs.items()}
       for method in methods:
-        for name, value in measure(outputs[method], hr, scale, settings.lpips).items():
+        for name, value in measure(outputs[method], hr, scale, tuple(PROTOCOLS),
+                                   settings.lpips).items():
           per_image[method].setdefault(name, []).append(value)
       if index < settings.crop_images:
         row = [outputs["bicubic"]] + [outputs[m] for m in ("operator", "diffusion") if m in methods]
@@ -268,8 +264,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
   bar.close()
 
   report = {"workdir": str(Path(workdir).absolute()), "settings": settings.to_dict(),
-            "s_max": float(config.data.s_max), "num_images": len(source), "names": names,
-            "skipped": skipped, "results": results, "per_image": per_image_all}
+            "sampling": dataclasses.asdict(sampling), "s_max": float(config.data.s_max),
+            "num_images": len(source), "names": names, "skipped": skipped, "results": results,
+            "per_image": per_image_all}
   write_text(out_dir / "results.json", json.dumps(report, indent=1) + "\n")
   write_text(out_dir / "results.csv", results_csv(report))
   markdown = results_markdown(report)

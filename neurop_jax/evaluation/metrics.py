@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from neurop_jax.data.degrade import downsample
 from neurop_jax.evaluation import lpips
 
 _SSIM_SIGMA = 1.5
@@ -199,3 +200,27 @@ def compute_metrics(
   if with_lpips:
     out["lpips"] = lpips.lpips(_crop(sr, crop), _crop(hr, crop))
   return out
+
+
+def measure(sr: np.ndarray, hr: np.ndarray, scale: float, protocols: tuple[str, ...] = ("paper",),
+            with_lpips: bool = False) -> dict[str, float]:
+  """The metrics of one image pair ``(1, H, W, 3)`` in [0, 1], as Python floats.
+
+  ``{'psnr_<protocol>', 'ssim_<protocol>'}`` for each of ``protocols`` and, if asked, ``'lpips'``
+  (RGB, whole image: measured with the 'paper' protocol, which crops nothing).
+  """
+  values = {}
+  for name in dict.fromkeys(protocols + (("paper",) if with_lpips else ())):
+    m = compute_metrics(sr, hr, name, scale, with_lpips=with_lpips and name == "paper")
+    if name in protocols:
+      values[f"psnr_{name}"] = float(m["psnr"][0])
+      values[f"ssim_{name}"] = float(m["ssim"][0])
+    if "lpips" in m:
+      values["lpips"] = float(m["lpips"][0])
+  return values
+
+
+def bicubic(lr: np.ndarray, hr_hw: tuple[int, int]) -> np.ndarray:
+  """The bicubic baseline: PIL-exact bicubic upsampling of ``(..., h, w, C)`` to ``(..., H, W,
+  C)``, float32 in [0, 1] (clipped)."""
+  return np.clip(downsample(lr, hr_hw), 0.0, 1.0)

@@ -1,47 +1,54 @@
 """Super-resolution from other JAX code: the prior once, then one compiled reverse-diffusion scan.
 
-Images at this boundary are NHWC float32 in [0, 1]: ``lr`` ``(B, h, w, C)`` in, ``(B, H, W, C)``
-out, with ``(H, W)`` given as ``out_shape`` or as ``scale`` (``(round(h * scale), round(w *
-scale))``, computed in Python from the static shape). Inside, the model works in [-1, 1]::
+Every call takes a ``Run`` (``neurop_jax.inference.run``: ``load_run(workdir)`` for a trained
+run, ``Run(model, params)`` for any parameters with the paper's defaults) and takes its defaults
+from it: schedule, formulation, sampler, steps, spacing and eta; a keyword given here overrides
+the run's (``Run.sampling_for``). Images at this boundary are NHWC float32 in [0, 1]: ``lr``
+``(B, h, w, C)`` in, ``(B, H, W, C)`` out, with ``(H, W)`` given as ``out_shape`` or as ``scale``
+(``(round(h * scale), round(w * scale))``, computed in Python from the static shape). Inside, the
+model works in [-1, 1]::
 
-  model = make_model(model_config("paper"))
-  hr = super_resolve(model, params, lr, scale=4, rng=jax.random.key(0))  # (B, 4h, 4w, C)
+  run = load_run("runs/ucm")
+  hr = super_resolve(run, lr, scale=4, rng=jax.random.key(0))  # (B, 4h, 4w, C)
 
-``super_resolve`` validates its arguments in Python and calls one jitted pure function (static:
-the model, the output shape, the sampler and the timestep sequence, i.e. ``steps`` and ``skip``);
-it works inside the caller's ``jit`` and under ``vmap`` (e.g. over rng keys for several samples of
-one image). ``make_super_resolver`` fixes the shapes and options once and returns a function
-``(params, lr, rng) -> images`` that reuses the compiled program.
+``neurop_jax.inference.tiled`` has the same calls, with the same arguments, for outputs of any
+size. ``super_resolve`` validates its arguments in Python and calls one jitted pure function
+(static: the model, the output shape, the sampler, the timestep sequence, i.e. ``steps`` and
+``skip``, and the formulation); it works inside the caller's ``jit`` and under ``vmap`` (e.g. over
+rng keys for several samples of one image). ``make_super_resolver`` fixes the shapes and options
+once and returns a function ``(params, lr, rng) -> images`` that reuses the compiled program.
 
 What compiles a new program (JAX's jit cache, shared by ``super_resolve`` and every resolver
 built with the same options): a new model (another config or dtype), a new output shape, sampler,
-``steps``, ``skip`` or schedule values that change the timestep sequence; a new ``lr`` shape (batch
-size included); parameters of other shapes or dtypes (e.g. cast to bfloat16). Not a recompile: new
-parameter values, new images of the same shape, a new rng, a new ``eta``, a schedule with other
-values but the same sequence, ``lr`` of another float dtype (cast to float32 before the call),
-raw uint32 keys vs typed keys (both are passed on as typed keys).
+``steps``, ``skip``, formulation or schedule values that change the timestep sequence; a new
+``lr`` shape (batch size included); parameters of other shapes or dtypes (e.g. cast to bfloat16).
+Not a recompile: new parameter values, new images of the same shape, a new rng, a new ``eta``, a
+schedule with other values but the same sequence, ``lr`` of another float dtype (cast to float32
+before the call), raw uint32 keys vs typed keys (both are passed on as typed keys).
 
 Sampling follows the paper: x_T ~ N(0, 1) of the HR shape from ``fold_in(rng, 0)``, the sampler's
 own randomness from ``fold_in(rng, 1)``; the final [-1, 1] sample is clipped and mapped to [0, 1].
+``samples=K`` draws K samples with the keys ``jax.random.split(rng, K)`` in one program and returns
+their per-pixel mean and standard deviation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neurop_jax.models.coords import make_cell, make_coord
-from neurop_jax.diffusion.schedule import Schedule, make_schedule
-from neurop_jax.models import NeurOpDiff
 from neurop_jax.diffusion.formulation import Formulation
-from neurop_jax.diffusion.samplers import SAMPLERS, NetFn, Trajectory, sample, timestep_sequence
-
-DEFAULT_SKIP: dict[str, str] = {"ddim": "uniform", "ddpm": "uniform", "dpm_solver_pp": "logsnr"}
+from neurop_jax.diffusion.samplers import NoiseFn, Trajectory, sample_conditioned
+from neurop_jax.diffusion.schedule import Schedule
+from neurop_jax.inference import tiles
+from neurop_jax.inference.run import Run
+from neurop_jax.models import NeurOpDiff, compute_prior, to_unit
 
 RANGE_TOLERANCE = 0.1
 """How far outside [0, 1] concrete ``lr`` values may lie: bicubic downsampling (as
@@ -57,12 +64,6 @@ a machine's memory, not the model, decides whether a call survives. Larger outpu
 depends on the tile, not the scene."""
 
 Resolver = Callable[[dict, jax.Array, jax.Array], jax.Array]
-
-
-@functools.lru_cache(maxsize=None)
-def default_schedule() -> Schedule:
-  """The original's linear schedule: 2000 steps, betas from 1e-6 to 0.01."""
-  return make_schedule()
 
 
 def output_size(lr_shape: Sequence[int], *, scale: float | None = None,
@@ -119,22 +120,34 @@ def check_layout(lr_shape: Sequence[int], dtype: jnp.dtype, channels: int = 3) -
     raise ValueError(f"lr has dtype {dtype}: images must be floats in [0, 1]; divide uint8 by 255")
 
 
+@jax.jit
+def _value_summary(lr: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """``(non-finite count, min, max)`` of ``lr`` over its finite values, computed where it lives."""
+  finite = jnp.isfinite(lr)
+  return ((~finite).sum(), jnp.where(finite, lr, jnp.inf).min(),
+          jnp.where(finite, lr, -jnp.inf).max())
+
+
 def check_images(lr: jax.Array | np.ndarray, channels: int = 3) -> None:
   """Raise ValueError unless ``lr`` is a float NHWC batch ``(B, h, w, channels)`` in [0, 1].
 
   The values (finite, in range) are checked only on concrete arrays (not under jit or vmap
-  tracing), with ``RANGE_TOLERANCE`` for bicubic overshoot; checking them waits for the array to
-  be computed.
+  tracing), with ``RANGE_TOLERANCE`` for bicubic overshoot: a device array is summarised on its
+  device (three scalars come back, not the image); checking waits for the array to be computed.
   """
   check_layout(lr.shape, lr.dtype, channels)
   if isinstance(lr, jax.core.Tracer):
     return
-  values = np.asarray(lr)
-  finite = np.isfinite(values)
-  if not finite.all():
-    raise ValueError(f"lr holds {int(values.size - finite.sum())} NaN or infinite values: fill "
-                     "them (e.g. with np.nan_to_num or the image's mean) before super-resolving")
-  lo, hi = float(values.min()), float(values.max())
+  if isinstance(lr, jax.Array):
+    bad, lo, hi = (float(v) for v in jax.device_get(_value_summary(lr)))
+  else:
+    finite = np.isfinite(lr)
+    bad = float(lr.size - finite.sum())
+    lo = float(np.min(lr, where=finite, initial=np.inf))
+    hi = float(np.max(lr, where=finite, initial=-np.inf))
+  if bad:
+    raise ValueError(f"lr holds {int(bad)} NaN or infinite values: fill them (e.g. with "
+                     "np.nan_to_num or the image's mean) before super-resolving")
   if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
     raise ValueError(f"lr values span [{lo:.3g}, {hi:.3g}]: images must be in [0, 1]; divide uint8 "
                      "by 255, map [-1, 1] images with (x + 1) / 2")
@@ -147,47 +160,12 @@ def _typed_key(rng: jax.Array) -> jax.Array:
   return jax.random.wrap_key_data(rng)
 
 
-def compute_prior(model: NeurOpDiff, params: dict, lr: jax.Array,
-                  out_shape: tuple[int, int]) -> jax.Array:
-  """The operator's prior of ``lr`` ``(B, h, w, C)`` in [0, 1]: ``(B, H, W, C)`` in [-1, 1] scale.
-
-  Not clipped (the diffusion UNet is conditioned on the unclipped prior). Pure; jit it with
-  ``model`` and ``out_shape`` static.
-  """
-  batch = lr.shape[0]
-  coord = jnp.broadcast_to(jnp.asarray(make_coord(out_shape)), (batch, *out_shape, 2))
-  cell = jnp.broadcast_to(jnp.asarray(make_cell(out_shape)), (batch, 2))
-  return model.apply(params, lr.astype(jnp.float32) * 2 - 1, coord, cell, method=model.prior)
-
-
-def sample_conditioned(net_fn: NetFn, prior: jax.Array, x_T: jax.Array, rng: jax.Array, *,
-                       schedule: Schedule, formulation: Formulation = Formulation(),
-                       sampler: str = "ddim", steps: int = 50, eta: jax.Array | float = 0.0,
-                       skip: str = "uniform", timesteps: Sequence[int] | None = None,
-                       return_trajectory: bool = False
-                       ) -> jax.Array | tuple[jax.Array, Trajectory]:
-  """Reverse diffusion of any conditioned network in ``formulation``'s space, as an image.
-
-  ``net_fn(x_t, g)`` is the network closed over its parameters and ``prior`` ``(B, H, W, C)``
-  (the [-1, 1] scale); ``x_T`` ``(B, H, W, C)`` standard normal. The sampler runs in the
-  formulation's space (image or scaled residual) with its target; the result is
-  ``formulation.to_image``: ``(B, H, W, C)`` in [-1, 1], clipped. A trajectory, if asked, is in
-  the diffusion space.
-  """
-  out = sample(net_fn, x_T, rng, schedule=schedule, sampler=sampler, steps=steps, eta=eta,
-               skip=skip, timesteps=timesteps, target=formulation.target,
-               clip=formulation.space == "image", return_trajectory=return_trajectory)
-  if return_trajectory:
-    return formulation.to_image(out[0], prior), out[1]
-  return formulation.to_image(out, prior)
-
-
 def sample_given_prior(model: NeurOpDiff, params: dict, prior: jax.Array, x_T: jax.Array,
                        rng: jax.Array, *, schedule: Schedule,
                        formulation: Formulation = Formulation(), sampler: str = "ddim",
                        steps: int = 50, eta: jax.Array | float = 0.0, skip: str = "uniform",
-                       timesteps: Sequence[int] | None = None, return_trajectory: bool = False
-                       ) -> jax.Array | tuple[jax.Array, Trajectory]:
+                       timesteps: Sequence[int] | None = None, return_trajectory: bool = False,
+                       noise: NoiseFn | None = None) -> jax.Array | tuple[jax.Array, Trajectory]:
   """Reverse diffusion from ``x_T`` conditioned on a precomputed ``prior``: one ``lax.scan``.
 
   Args:
@@ -197,7 +175,8 @@ def sample_given_prior(model: NeurOpDiff, params: dict, prior: jax.Array, x_T: j
     x_T: ``(B, H, W, C)`` standard normal start noise.
     rng: a PRNG key for the stochastic samplers.
     formulation: what the UNet predicts and in which space it diffuses (the paper: eps, image).
-    schedule, sampler, steps, eta, skip, timesteps, return_trajectory: as ``samplers.sample``.
+    schedule, sampler, steps, eta, skip, timesteps, return_trajectory, noise: as
+      ``samplers.sample``.
 
   Returns:
     ``(B, H, W, C)`` the image in [-1, 1] (clipped), and the ``Trajectory`` if asked.
@@ -205,170 +184,193 @@ def sample_given_prior(model: NeurOpDiff, params: dict, prior: jax.Array, x_T: j
   net_fn = lambda x, g: model.apply(params, x, g, prior, method=model.denoise)
   return sample_conditioned(net_fn, prior, x_T, rng, schedule=schedule, formulation=formulation,
                             sampler=sampler, steps=steps, eta=eta, skip=skip, timesteps=timesteps,
-                            return_trajectory=return_trajectory)
+                            return_trajectory=return_trajectory, noise=noise)
 
 
-def _to_unit(x: jax.Array) -> jax.Array:
-  """[-1, 1] -> [0, 1], float32."""
-  return ((x.astype(jnp.float32) + 1) / 2).clip(0, 1)
+def image_key(rng: jax.Array, index: int | jax.Array) -> jax.Array:
+  """The key of image ``index`` of a batch (and of file ``index`` of ``upsample``):
+  ``fold_in(rng, index)``. Every entry point draws an image's noise from its key alone, so an
+  image gives the same output alone or in a batch, untiled or tiled."""
+  return jax.random.fold_in(rng, index)
+
+
+DenoiseFn = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class UNetDenoiser:
+  """NeurOp-Diff's UNet, hashable: ``(params, x_t, g, prior) -> output`` (eps, x0 or v)."""
+
+  model: NeurOpDiff
+
+  def __call__(self, params: dict, x_t: jax.Array, noise_level: jax.Array,
+               prior: jax.Array) -> jax.Array:
+    return self.model.apply(params, x_t, noise_level, prior, method=self.model.denoise)
+
+
+def sample_image(denoise: DenoiseFn, params: Any, prior: jax.Array, rng: jax.Array,
+                 eta: jax.Array, schedule: Schedule, *, sampler: str,
+                 timesteps: tuple[int, ...], formulation: Formulation,
+                 origin: jax.Array | None = None) -> jax.Array:
+  """One draw for one image from its key: ``prior`` ``(1, h, w, C)`` [-1, 1] -> ``(1, h, w, C)``
+  in [0, 1].
+
+  ``denoise(params, x_t, g, prior)`` is the network (``UNetDenoiser(model)``). x_T and every
+  step's noise (the stochastic samplers') are windows of one standard-normal field over the
+  output grid (``tiles.position_noise``; x_T from ``fold_in(rng, 0)``, step k from
+  ``fold_in(fold_in(rng, 1), k)``) at ``origin``, the top-left pixel of ``prior`` in the output
+  (None: the whole image), so a tile sees the noise the whole image would there.
+  """
+  shape, channels = prior.shape[1:3], prior.shape[-1]
+  origin = jnp.zeros(2, jnp.int32) if origin is None else origin
+  noise = lambda key, _shape, _dtype: tiles.position_noise(key, origin, shape, channels)
+  net_fn = lambda x, g: denoise(params, x, g, prior)
+  image = sample_conditioned(net_fn, prior, noise(jax.random.fold_in(rng, 0), None, None),
+                             jax.random.fold_in(rng, 1), schedule=schedule,
+                             formulation=formulation, sampler=sampler, timesteps=timesteps,
+                             noise=noise, **({"eta": eta} if sampler == "ddim" else {}))
+  return to_unit(image)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "out_shape", "sampler", "timesteps",
-                                             "formulation"))
+                                             "formulation", "samples"))
 def _super_resolve(model: NeurOpDiff, params: dict, lr: jax.Array, rng: jax.Array,
                    eta: jax.Array, schedule: Schedule, *, out_shape: tuple[int, int],
-                   sampler: str, timesteps: tuple[int, ...],
-                   formulation: Formulation) -> jax.Array:
-  """The pure, jitted body of ``super_resolve``: ``lr`` (B, h, w, C) [0, 1] -> (B, H, W, C) [0, 1]."""
-  prior = compute_prior(model, params, lr, out_shape)
-  x_T = jax.random.normal(jax.random.fold_in(rng, 0), prior.shape, jnp.float32)
-  image = sample_given_prior(model, params, prior, x_T, jax.random.fold_in(rng, 1),
-                             schedule=schedule, formulation=formulation, sampler=sampler, eta=eta,
-                             timesteps=timesteps)
-  return _to_unit(image)
+                   sampler: str, timesteps: tuple[int, ...], formulation: Formulation,
+                   samples: int | None) -> jax.Array:
+  """The pure, jitted body of ``super_resolve``: ``lr`` (B, h, w, C) [0, 1] -> draws (B, K, H, W,
+  C) in [0, 1] (K = 1 when ``samples`` is None), image b's from ``image_key(rng, b)``."""
+  def image(lr_b, key_b):
+    prior = compute_prior(model, params, lr_b[None], out_shape)
+    draw = lambda key: sample_image(UNetDenoiser(model), params, prior, key, eta, schedule,
+                                    sampler=sampler, timesteps=timesteps,
+                                    formulation=formulation)[0]
+    return jax.vmap(draw)(sample_keys(key_b, samples))
+  keys = jax.vmap(lambda b: image_key(rng, b))(jnp.arange(lr.shape[0]))
+  return jax.vmap(image)(lr, keys)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "out_shape"))
 def _prior_only(model: NeurOpDiff, params: dict, lr: jax.Array, *,
                 out_shape: tuple[int, int]) -> jax.Array:
-  return _to_unit(compute_prior(model, params, lr, out_shape))
+  return to_unit(compute_prior(model, params, lr, out_shape))
 
 
-def _sampling_options(sampler: str, steps: int, eta: float | jax.Array, skip: str | None,
-                      schedule: Schedule | None) -> tuple[tuple[int, ...], Schedule, jax.Array]:
-  """Validate the sampler options: ``(timesteps, schedule, eta as a float32 array)``."""
-  if sampler not in SAMPLERS:
-    raise ValueError(f"unknown sampler {sampler!r}: choose one of {tuple(SAMPLERS)}")
-  if sampler != "ddim" and isinstance(eta, (int, float)) and eta != 0:
-    raise ValueError(f"eta applies to 'ddim' only, got eta={eta} with {sampler!r}")
-  schedule = default_schedule() if schedule is None else schedule
-  timesteps = timestep_sequence(schedule, steps, DEFAULT_SKIP[sampler] if skip is None else skip)
-  return timesteps, schedule, jnp.asarray(eta, jnp.float32)
+def sample_keys(rng: jax.Array, samples: int | None) -> jax.Array:
+  """The keys of the draws: ``(1,)`` holding ``rng`` itself for one sample (``samples`` None),
+  else ``samples`` keys split from it. ``rng`` typed or raw; the keys are typed."""
+  rng = _typed_key(rng)
+  if samples is None:
+    return rng[None]
+  if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+    raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+  return jax.random.split(rng, samples)
 
 
-def super_resolve(model: NeurOpDiff, params: dict, lr: jax.Array, *, scale: float | None = None,
-                  out_shape: tuple[int, int] | None = None, rng: jax.Array, sampler: str = "ddim",
-                  steps: int = 50, eta: float | jax.Array = 0.0, skip: str | None = None,
-                  schedule: Schedule | None = None,
-                  formulation: Formulation = Formulation()) -> jax.Array:
+def _diffusion_options(run: Run, sampler: str | None, steps: int | None, skip: str | None,
+                       eta: float | None) -> dict:
+  """The static and array options of a diffusion call: the run's defaults under the caller's."""
+  if not run.has_unet:
+    raise ValueError("the run has no diffusion UNet (stage 1 only): use prior_only")
+  sampling = run.sampling_for(sampler, steps, skip, eta)
+  return dict(static=dict(sampler=sampling.sampler, timesteps=sampling.timesteps(run.schedule),
+                          formulation=run.formulation), eta=jnp.float32(sampling.eta))
+
+
+def super_resolve(run: Run, lr: jax.Array, *, scale: float | None = None,
+                  out_shape: tuple[int, int] | None = None, rng: jax.Array,
+                  sampler: str | None = None, steps: int | None = None, skip: str | None = None,
+                  eta: float | None = None, samples: int | None = None,
+                  params: dict | None = None) -> jax.Array | tuple[jax.Array, jax.Array]:
   """NeurOp-Diff super-resolution: ``lr`` ``(B, h, w, C)`` in [0, 1] -> ``(B, H, W, C)`` in [0, 1].
 
-  The prior is computed once; then ``steps`` steps of ``sampler`` run in one ``lax.scan`` from
-  x_T ~ N(0, 1). Jitted; works inside the caller's ``jit`` and under ``vmap``.
+  The prior is computed once; then the sampler's steps run in one ``lax.scan`` from x_T ~ N(0,
+  1). Jitted; works inside the caller's ``jit`` and under ``vmap``.
 
   Args:
-    model: ``make_model(cfg)``; with ``cfg.dtype = 'bfloat16'`` the network computes in bfloat16
-      and the result is still float32.
-    params: ``{'params': {'operator': ..., 'unet': ...}}`` (the EMA weights for sampling).
+    run: the model, its parameters and defaults (``load_run``, or ``Run(model, params)``: the
+      paper's); with ``model_config.dtype = 'bfloat16'`` the network computes in bfloat16 and the
+      result is still float32.
     lr: ``(B, h, w, C)`` float images in [0, 1].
     scale: the upsampling factor (a Python number >= 1, non-integer allowed), or
     out_shape: the HR size ``(H, W)``; give exactly one of the two.
     rng: a PRNG key: x_T from ``fold_in(rng, 0)``, the sampler's noise from ``fold_in(rng, 1)``.
-    sampler: 'ddim' (the paper), 'ddpm' or 'dpm_solver_pp'.
-    steps: the number of sampling steps (50 in the paper).
+    sampler: 'ddim' (the paper), 'ddpm' or 'dpm_solver_pp'; None: the run's.
+    steps: the number of sampling steps; None: the run's (50 for the paper).
+    skip: the timestep spacing ('uniform', 'quad', 'logsnr'); None: the run's for its own sampler,
+      else the sampler's (``DEFAULT_SKIP``).
     eta: DDIM stochasticity, 0 = deterministic given x_T (the paper); 'ddim' only.
-    skip: the timestep spacing; None = 'uniform' for 'ddim' and 'ddpm', 'logsnr' for
-      'dpm_solver_pp'.
-    schedule: the variance schedule; None = the original linear one (``default_schedule``).
-    formulation: what the UNet predicts and where it diffuses; the paper's (eps, image) by
-      default. A run's own: ``schedule, formulation = checkpoints.restore_sampling(workdir)``.
+    samples: K draws in one program (keys ``split(rng, K)``): the result is then ``(mean, std)``.
+    params: parameters to use instead of ``run.params`` (same structure).
 
   Returns:
-    ``(B, H, W, C)`` float32 in [0, 1].
+    ``(B, H, W, C)`` float32 in [0, 1]; with ``samples``, ``(mean, std)``, each ``(B, H, W, C)``,
+    the standard deviation (ddof 0) in the same units.
 
   Raises:
     ValueError: on a bad ``lr`` (see ``check_images``), scale or out_shape
-      (``untiled_output_size``), an unknown sampler or skip, or eta != 0 with a sampler other than
-      'ddim'.
+      (``untiled_output_size``), an unknown sampler or skip, eta != 0 with a sampler other than
+      'ddim', or a run without a UNet.
   """
-  check_images(lr, model.operator.channels)
+  check_images(lr, run.channels)
   out_shape = untiled_output_size(lr.shape, scale=scale, out_shape=out_shape)
-  timesteps, schedule, eta = _sampling_options(sampler, steps, eta, skip, schedule)
-  return _super_resolve(model, params, jnp.asarray(lr, jnp.float32), _typed_key(rng), eta, schedule,
-                        out_shape=out_shape, sampler=sampler, timesteps=timesteps,
-                        formulation=formulation)
+  options = _diffusion_options(run, sampler, steps, skip, eta)
+  params = run.params if params is None else params
+  sample_keys(rng, samples)  # checks samples before the program is built
+  draws = _super_resolve(run.model, params, jnp.asarray(lr, jnp.float32), _typed_key(rng),
+                         options["eta"], run.schedule, out_shape=out_shape, samples=samples,
+                         **options["static"])
+  if samples is None:
+    return draws[:, 0]
+  return draws.mean(axis=1), draws.std(axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "out_shape", "sampler", "timesteps",
-                                             "formulation"))
-def _sample_spread(model: NeurOpDiff, params: dict, lr: jax.Array, rngs: jax.Array,
-                   eta: jax.Array, schedule: Schedule, **static) -> tuple[jax.Array, jax.Array]:
-  """Mean and standard deviation over the draws of ``_super_resolve``, one per key of ``rngs``."""
-  draws = jax.vmap(lambda rng: _super_resolve(model, params, lr, rng, eta, schedule, **static))(rngs)
-  return draws.mean(axis=0), draws.std(axis=0)
-
-
-def super_resolve_samples(model: NeurOpDiff, params: dict, lr: jax.Array, *, samples: int,
-                          scale: float | None = None, out_shape: tuple[int, int] | None = None,
-                          rng: jax.Array, sampler: str = "ddim", steps: int = 50,
-                          eta: float | jax.Array = 0.0, skip: str | None = None,
-                          schedule: Schedule | None = None,
-                          formulation: Formulation = Formulation()) -> tuple[jax.Array, jax.Array]:
-  """``samples`` draws of ``super_resolve`` in one program, summarised per pixel.
-
-  The draws use the keys ``jax.random.split(rng, samples)`` and run vmapped (the prior is computed
-  once); where they disagree the model is guessing. Arguments as ``super_resolve``.
-
-  Returns:
-    ``(mean, std)``, each ``(B, H, W, C)`` float32: the mean of the draws in [0, 1] and their
-    standard deviation (ddof 0; zeros for one draw), in the same [0, 1] units.
-  """
-  if samples < 1:
-    raise ValueError(f"samples must be at least 1, got {samples}")
-  check_images(lr, model.operator.channels)
-  out_shape = untiled_output_size(lr.shape, scale=scale, out_shape=out_shape)
-  timesteps, schedule, eta = _sampling_options(sampler, steps, eta, skip, schedule)
-  rngs = jax.random.split(_typed_key(rng), samples)
-  return _sample_spread(model, params, jnp.asarray(lr, jnp.float32), rngs, eta, schedule,
-                        out_shape=out_shape, sampler=sampler, timesteps=timesteps,
-                        formulation=formulation)
-
-
-def prior_only(model: NeurOpDiff, params: dict, lr: jax.Array, *, scale: float | None = None,
-               out_shape: tuple[int, int] | None = None) -> jax.Array:
+def prior_only(run: Run, lr: jax.Array, *, scale: float | None = None,
+               out_shape: tuple[int, int] | None = None, params: dict | None = None) -> jax.Array:
   """The neural-operator (SRNO) baseline: ``(B, H, W, C)`` float32 in [0, 1], clipped.
 
   Arguments and validation as ``super_resolve``; only the operator's parameters are read.
   """
-  check_images(lr, model.operator.channels)
+  check_images(lr, run.channels)
   out_shape = untiled_output_size(lr.shape, scale=scale, out_shape=out_shape)
-  return _prior_only(model, params, jnp.asarray(lr, jnp.float32), out_shape=out_shape)
+  params = run.params if params is None else params
+  return _prior_only(run.model, params, jnp.asarray(lr, jnp.float32), out_shape=out_shape)
 
 
-def make_super_resolver(model: NeurOpDiff, *, lr_shape: Sequence[int], scale: float | None = None,
-                        out_shape: tuple[int, int] | None = None, sampler: str = "ddim",
-                        steps: int = 50, eta: float = 0.0, skip: str | None = None,
-                        schedule: Schedule | None = None,
-                        formulation: Formulation = Formulation()) -> Resolver:
+def make_super_resolver(run: Run, *, lr_shape: Sequence[int], scale: float | None = None,
+                        out_shape: tuple[int, int] | None = None, sampler: str | None = None,
+                        steps: int | None = None, skip: str | None = None,
+                        eta: float | None = None) -> Resolver:
   """A super-resolver ``(params, lr, rng) -> (B, H, W, C)`` for inputs of shape ``lr_shape``.
 
-  The shapes and options are validated and fixed once; every call runs the same compiled program
-  (compiled on the first call, then taken from JAX's jit cache, which resolvers with the same
-  options share with ``super_resolve``). Parameters and rng may change freely; ``lr`` must have
-  shape ``lr_shape`` (another shape raises ValueError: build another resolver). See the module
-  docstring for what else would compile a new program.
+  The shapes and options (over the run's defaults, as ``super_resolve``) are validated and fixed
+  once; every call runs the same compiled program (compiled on the first call, then taken from
+  JAX's jit cache, which resolvers with the same options share with ``super_resolve``). The
+  parameters (``run.params`` or others of the same structure) and rng may change freely; ``lr``
+  must have shape ``lr_shape`` (another shape raises ValueError: build another resolver). See the
+  module docstring for what else would compile a new program.
 
   Args:
-    model: ``make_model(cfg)``.
+    run: the model and its defaults (its parameters are passed to each call).
     lr_shape: ``(B, h, w, C)``, the shape every ``lr`` will have.
-    scale, out_shape, sampler, steps, eta, skip, schedule, formulation: as ``super_resolve``.
+    scale, out_shape, sampler, steps, skip, eta: as ``super_resolve``.
 
   Returns:
     ``resolver(params, lr, rng)``: ``lr`` ``(B, h, w, C)`` in [0, 1] -> float32 ``(B, H, W, C)`` in
     [0, 1].
   """
   lr_shape = tuple(int(n) for n in lr_shape)
-  check_layout(lr_shape, jnp.float32, model.operator.channels)
+  check_layout(lr_shape, jnp.float32, run.channels)
   hr_shape = untiled_output_size(lr_shape, scale=scale, out_shape=out_shape)
-  timesteps, schedule, eta = _sampling_options(sampler, steps, eta, skip, schedule)
+  options = _diffusion_options(run, sampler, steps, skip, eta)
 
   def resolver(params: dict, lr: jax.Array, rng: jax.Array) -> jax.Array:
     if tuple(lr.shape) != lr_shape:
       raise ValueError(f"lr has shape {tuple(lr.shape)} but this resolver was made for {lr_shape}: "
                        "make another resolver (or call super_resolve) for other shapes")
-    check_images(lr, model.operator.channels)
-    return _super_resolve(model, params, jnp.asarray(lr, jnp.float32), _typed_key(rng), eta,
-                          schedule, out_shape=hr_shape, sampler=sampler, timesteps=timesteps,
-                          formulation=formulation)
+    check_images(lr, run.channels)
+    return _super_resolve(run.model, params, jnp.asarray(lr, jnp.float32), _typed_key(rng),
+                          options["eta"], run.schedule, out_shape=hr_shape, samples=None,
+                          **options["static"])[:, 0]
 
   return resolver

@@ -12,15 +12,21 @@ independently from one noise field (``tiles.position_noise``) and an exact prior
 raised-cosine weights that sum to one. GroupNorm and the attention see one tile, so the result is
 close to, not equal to, a whole-image run; there are no seams.
 
+The step noise of the stochastic samplers ('ddpm', DDIM with eta > 0) is read from one noise field
+per step as x_T is (``fold_in(fold_in(key, 1), k)`` at step k), so overlapping tiles draw the same
+noise at the same pixels and no pattern repeats at the tile stride.
+
 Memory: tiles are processed one at a time by functions jitted for one tile shape; the only
 full-size arrays are the input and the output (for diffusion, a float32 accumulator of the
-blended tiles, then the output). Images are ``(H, W, C)`` float32 in [0, 1] at this module's
-boundary; the model sees [-1, 1].
+blended tiles, then the output). ``super_resolve_tiled`` and ``prior_only_tiled`` take the
+arguments of ``api.super_resolve`` and ``api.prior_only`` (a ``Run``, NHWC ``(B, h, w, C)`` in
+[0, 1], ``scale`` or ``out_shape``, the run's sampling defaults) plus the tile sizes;
+``super_resolve_regions`` streams one ``(h, w, C)`` image region by region. The model sees
+[-1, 1].
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Iterator
 from typing import Any, Callable
@@ -30,17 +36,18 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from neurop_jax.inference import tiles
-from neurop_jax.models.coords import axis_centres, make_cell
-from neurop_jax.diffusion.schedule import Schedule
-from neurop_jax.io.images import to_uint8
-from neurop_jax.inference.api import check_images, check_layout, output_size, sample_conditioned
-from neurop_jax.models import NeuralOperator, NeurOpDiff
-from neurop_jax.models.edsr import make_encoder
 from neurop_jax.diffusion.formulation import Formulation
-from neurop_jax.diffusion.samplers import timestep_sequence
+from neurop_jax.diffusion.samplers import Sampling
+from neurop_jax.diffusion.schedule import Schedule
+from neurop_jax.inference import tiles
+from neurop_jax.inference.api import (DenoiseFn, UNetDenoiser, check_images, check_layout,
+                                      image_key, output_size, sample_image, sample_keys)
+from neurop_jax.inference.run import Run
+from neurop_jax.io.images import to_uint8
+from neurop_jax.models import NeuralOperator, NeurOpDiff, from_unit, to_unit
+from neurop_jax.models.coords import axis_centres, make_cell
+from neurop_jax.models.edsr import make_encoder
 
-DenoiseFn = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
 PriorFn = Callable[[tuple[int, int], tuple[int, int]], jax.Array]
 
 
@@ -130,7 +137,7 @@ class TiledOperator:
       first.append(tiles.lr_window_start(origin[axis], *args))
       sizes.append(tiles.lr_window_size(*args))
     window = self.lr[first[0]:first[0] + sizes[0], first[1]:first[1] + sizes[1]]
-    return np.asarray(window, np.float32)[None] * 2 - 1, np.asarray(first, np.int32)
+    return from_unit(np.asarray(window, np.float32)[None]), np.asarray(first, np.int32)
 
   def _run(self, stage: int, origin: tuple[int, int], shape: tuple[int, int],
            mask: np.ndarray | None, kvs: tuple[jax.Array, ...]) -> jax.Array:
@@ -175,70 +182,36 @@ class TiledOperator:
     kvs = self.kv_sums()
     shape = (self.rows.tile, self.cols.tile)
     for (oy, ox), (y0, y1), (x0, x1) in self._tiles("operator tiles"):
-      tile = np.asarray(self.render((oy, ox), shape, kvs))
-      yield (y0, x0), to_unit(tile[y0 - oy:y1 - oy, x0 - ox:x1 - ox])
+      tile = np.asarray(to_unit(self.render((oy, ox), shape, kvs)))
+      yield (y0, x0), tile[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
 
 
-def to_unit(x: np.ndarray) -> np.ndarray:
-  """An image in the [-1, 1] scale as float32 in [0, 1] (clipped)."""
-  return np.clip((x + 1) / 2, 0, 1).astype(np.float32)
-
-
-@dataclasses.dataclass(frozen=True)
-class UNetDenoiser:
-  """NeurOp-Diff's UNet, hashable: ``(params, x_t, g, prior) -> output`` (eps, x0 or v)."""
-
-  model: NeurOpDiff
-
-  def __call__(self, params: dict, x_t: jax.Array, noise_level: jax.Array,
-               prior: jax.Array) -> jax.Array:
-    return self.model.apply(params, x_t, noise_level, prior, method=self.model.denoise)
-
-
-@functools.partial(jax.jit, static_argnames=("denoise", "shape", "sampler", "timesteps",
-                                             "formulation"))
+@functools.partial(jax.jit, static_argnames=("denoise", "sampler", "timesteps", "formulation"))
 def _sample_tile(denoise: DenoiseFn, params: Any, prior: jax.Array, origin: jax.Array,
-                 rngs: jax.Array, schedule: Schedule, eta: jax.Array, *, shape: tuple[int, int],
-                 sampler: str, timesteps: tuple[int, ...], formulation: Formulation) -> jax.Array:
-  """The sampler on one tile, once per key of ``rngs`` ``(K,)`` (vmapped): ``prior`` ``(th, tw,
-  C)`` [-1, 1] -> ``(K, th, tw, C)`` in [0, 1]."""
-  def one(rng):
-    x_T = tiles.position_noise(jax.random.fold_in(rng, 0), origin, shape, prior.shape[-1])
-    net_fn = lambda x, g: denoise(params, x, g, prior[None])
-    image = sample_conditioned(net_fn, prior[None], x_T, jax.random.fold_in(rng, 1),
-                               schedule=schedule, formulation=formulation, sampler=sampler,
-                               timesteps=timesteps, **({"eta": eta} if sampler == "ddim" else {}))
-    return jnp.clip((image[0] + 1) / 2, 0, 1)
-  return jax.vmap(one)(rngs)
-
-
-def sample_keys(rng: jax.Array, samples: int | None) -> jax.Array:
-  """The keys of the draws: ``rng`` itself for one sample (``samples`` None), else ``samples``
-  keys split from it."""
-  if samples is None:
-    return rng[None]
-  if samples < 1:
-    raise ValueError(f"samples must be at least 1, got {samples}")
-  return jax.random.split(rng, samples)
+                 rngs: jax.Array, schedule: Schedule, eta: jax.Array, *, sampler: str,
+                 timesteps: tuple[int, ...], formulation: Formulation) -> jax.Array:
+  """``api.sample_image`` on the tile at ``origin``, once per key of ``rngs`` ``(K,)`` (vmapped):
+  ``prior`` ``(th, tw, C)`` [-1, 1] -> ``(K, th, tw, C)`` in [0, 1]."""
+  draw = lambda rng: sample_image(denoise, params, prior[None], rng, eta, schedule,
+                                  sampler=sampler, timesteps=timesteps, formulation=formulation,
+                                  origin=origin)[0]
+  return jax.vmap(draw)(rngs)
 
 
 def sample_strips(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple[int, int], *,
-                  rng: jax.Array, schedule: Schedule, sampler: str = "dpm_solver_pp",
-                  steps: int = 10, skip: str = "logsnr", eta: float = 0.0, tile: int = 256,
-                  overlap: int = 32, formulation: Formulation = Formulation(),
-                  samples: int | None = None,
+                  rng: jax.Array, schedule: Schedule, sampling: Sampling = Sampling(),
+                  formulation: Formulation = Formulation(), samples: int | None = None,
+                  tile: int = 256, overlap: int = 32,
                   progress: bool = True) -> Iterator[tuple[int, np.ndarray]]:
   """Diffusion sampling tile by tile, blended, as finished row strips ``(y0, strip)``.
 
-  Each tile of ``tile`` pixels (every ``tile - overlap``) runs the whole sampler on its part of
-  one noise field (``tiles.position_noise(fold_in(key, 0), ...)``) conditioned on its part of the
-  prior; the results are blended with ``tiles.blend_weights`` (sum one). Deterministic samplers
-  (DDIM with eta 0, DPM-Solver++) give overlapping tiles identical inputs there; the step noise of
-  'ddpm' or eta > 0 comes from ``fold_in(key, 1)`` with the tile's shape, the same for every tile.
-  A strip is yielded once no later tile row reaches it, so only about two tile rows of the output
-  are held: ``strip`` is float32 ``(K, rows, W, C)`` in [0, 1], K = ``samples`` draws (1 when
-  None) made in one program (vmapped over the keys of ``sample_keys``); the strips cover the
-  output rows in order.
+  Each tile of ``tile`` pixels (every ``tile - overlap``) runs the whole sampler on its window of
+  the noise fields (x_T and each step's noise, see ``_sample_tile``) conditioned on its part of
+  the prior; the results are blended with ``tiles.blend_weights`` (sum one). A strip is yielded
+  once no later tile row reaches it, so only about two tile rows of the output are held:
+  ``strip`` is float32 ``(K, rows, W, C)`` in [0, 1], K = ``samples`` draws (1 when None) made in
+  one program (vmapped over the keys of ``api.sample_keys``); the strips cover the output rows in
+  order.
 
   Args:
     denoise: ``(params, x_t (1, h, w, C), g (1,), prior (1, h, w, C)) -> output`` (what
@@ -247,17 +220,18 @@ def sample_strips(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple
     prior: ``(origin, shape) -> (h, w, C)`` the prior on a region, [-1, 1] scale.
     out_hw: the output size ``(H, W)``.
     rng: a PRNG key.
-    schedule, sampler, steps, skip, eta: as ``samplers.sample``.
-    tile, overlap: the tile side and the overlap of neighbouring tiles, in output pixels.
+    schedule: the noise schedule.
+    sampling: the sampler, steps, spacing and eta (the paper's by default).
     formulation: what ``denoise`` predicts and where it diffuses (the paper's by default).
     samples: the number of draws, or None for one draw with ``rng`` itself.
+    tile, overlap: the tile side and the overlap of neighbouring tiles, in output pixels.
     progress: show a tqdm bar.
   """
   rows = tiles.axis_tiles(out_hw[0], tile, overlap)
   cols = tiles.axis_tiles(out_hw[1], tile, overlap)
   shape = (rows.tile, cols.tile)
   row_w, col_w = tiles.blend_weights(rows, overlap), tiles.blend_weights(cols, overlap)
-  timesteps = timestep_sequence(schedule, steps, skip)
+  timesteps = sampling.timesteps(schedule)
   keys = sample_keys(rng, samples)
   bar = tqdm(total=len(rows) * len(cols), desc="diffusion tiles", disable=not progress,
              leave=False)
@@ -267,7 +241,7 @@ def sample_strips(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple
       origin = (top, left)
       result = np.asarray(_sample_tile(
           denoise, params, prior(origin, shape), np.asarray(origin, np.int32), keys, schedule,
-          jnp.float32(eta), shape=shape, sampler=sampler, timesteps=timesteps,
+          jnp.float32(sampling.eta), sampler=sampling.sampler, timesteps=timesteps,
           formulation=formulation))
       if strip is None:
         strip = np.zeros((result.shape[0], 0, out_hw[1], result.shape[-1]), np.float32)
@@ -284,20 +258,12 @@ def sample_strips(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple
   bar.close()
 
 
-def tiled_sample(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple[int, int],
-                 **options) -> np.ndarray:
-  """``sample_strips`` gathered: the whole ``(H, W, C)`` float32 in [0, 1] (one draw)."""
-  return np.concatenate([strip[0] for _, strip in
-                         sample_strips(denoise, params, prior, out_hw, **options)], axis=0)
-
-
-def super_resolve_regions(model: NeurOpDiff, params: dict, lr: np.ndarray,
-                          out_hw: tuple[int, int], *, prior_only: bool = False,
-                          rng: jax.Array | None = None, schedule: Schedule | None = None,
-                          sampler: str = "dpm_solver_pp", steps: int = 10, skip: str = "logsnr",
-                          eta: float = 0.0, tile: int = 256, overlap: int = 32,
-                          formulation: Formulation = Formulation(), samples: int | None = None,
-                          progress: bool = True
+def super_resolve_regions(run: Run, image: np.ndarray, out_hw: tuple[int, int], *,
+                          prior_only: bool = False, rng: jax.Array | None = None,
+                          sampler: str | None = None, steps: int | None = None,
+                          skip: str | None = None, eta: float | None = None,
+                          samples: int | None = None, tile: int = 256, overlap: int = 32,
+                          params: dict | None = None, progress: bool = True
                           ) -> Iterator[tuple[tuple[int, int], np.ndarray, np.ndarray | None]]:
   """Super-resolves one image of any size in bounded memory, region by region.
 
@@ -306,71 +272,99 @@ def super_resolve_regions(model: NeurOpDiff, params: dict, lr: np.ndarray,
   diffusion draws (blended tiles; one draw when ``samples`` is None), and ``std`` their per-pixel
   standard deviation (``(h, w, C)``, ddof 0: zeros for ``samples=1``), or None with
   ``prior_only`` or ``samples`` None.
-  What is held at a time: the input (``lr`` may be a ``UnitView``, see ``TiledOperator``), one
-  tile row of the output (``samples`` draws of it) and one tile's activations. Arguments as
-  ``super_resolve_tiled``.
+  What is held at a time: the input (``image`` ``(h, w, C)`` in [0, 1], or a ``UnitView``, see
+  ``TiledOperator``), one tile row of the output (``samples`` draws of it) and one tile's
+  activations. Other arguments as ``super_resolve_tiled``; ``out_hw`` is the output ``(H, W)``.
   """
-  if isinstance(lr, (np.ndarray, jax.Array)):
-    check_images(lr[None], model.operator.channels)
+  if isinstance(image, (np.ndarray, jax.Array)):
+    check_images(image[None], run.channels)
   else:
-    check_layout((1, *lr.shape), lr.dtype, model.operator.channels)
-  out_hw = output_size((1, *lr.shape), out_shape=out_hw)
-  op_params = {"params": params["params"]["operator"]}
-  operator = TiledOperator(model.operator, op_params, lr, out_hw, tile, progress)
+    check_layout((1, *image.shape), image.dtype, run.channels)
+  out_hw = output_size((1, *image.shape), out_shape=out_hw)
+  params = run.params if params is None else params
+  sampling = None if prior_only else _tiled_sampling(run, rng, sampler, steps, skip, eta)
+  operator = TiledOperator(run.model.operator, {"params": params["params"]["operator"]}, image,
+                           out_hw, tile, progress)
   if prior_only:
     for origin, region in operator.regions():
       yield origin, region, None
     return
-  if rng is None or schedule is None:
-    raise ValueError("diffusion (prior_only=False) needs rng and schedule")
   kvs = operator.kv_sums()
   render = lambda origin, shape: operator.render(origin, shape, kvs)
-  for y0, strip in sample_strips(UNetDenoiser(model), params, render, out_hw, rng=rng,
-                                 schedule=schedule, sampler=sampler, steps=steps, skip=skip,
-                                 eta=eta, tile=tile, overlap=overlap, formulation=formulation,
-                                 samples=samples, progress=progress):
+  for y0, strip in sample_strips(UNetDenoiser(run.model), params, render, out_hw, rng=rng,
+                                 schedule=run.schedule, sampling=sampling,
+                                 formulation=run.formulation, samples=samples, tile=tile,
+                                 overlap=overlap, progress=progress):
     yield (y0, 0), strip.mean(axis=0), None if samples is None else strip.std(axis=0)
 
 
-def super_resolve_tiled(model: NeurOpDiff, params: dict, lr: np.ndarray, out_hw: tuple[int, int],
-                        *, prior_only: bool = False, rng: jax.Array | None = None,
-                        schedule: Schedule | None = None, sampler: str = "dpm_solver_pp",
-                        steps: int = 10, skip: str = "logsnr", eta: float = 0.0, tile: int = 256,
-                        overlap: int = 32, formulation: Formulation = Formulation(),
-                        samples: int | None = None, dtype: np.dtype = np.float32,
+def _tiled_sampling(run: Run, rng: jax.Array | None, sampler: str | None, steps: int | None,
+                    skip: str | None, eta: float | None) -> Sampling:
+  """The sampling of a tiled diffusion call (the run's defaults under the caller's), checked."""
+  if not run.has_unet:
+    raise ValueError("the run has no diffusion UNet (stage 1 only): use prior_only_tiled")
+  if rng is None:
+    raise ValueError("diffusion needs rng, a PRNG key (e.g. rng=jax.random.key(0))")
+  return run.sampling_for(sampler, steps, skip, eta)
+
+
+def _gather(run: Run, lr: np.ndarray, scale: float | None, out_shape: tuple[int, int] | None,
+            dtype: np.dtype, regions) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+  """``regions(image, out_hw)`` of every image of ``lr`` ``(B, h, w, C)`` gathered into arrays."""
+  check_layout(lr.shape, lr.dtype, run.channels)
+  out_hw = output_size(lr.shape, scale=scale, out_shape=out_shape)
+  out = np.empty((lr.shape[0], *out_hw, lr.shape[-1]), dtype)
+  spread = None
+  for b in range(lr.shape[0]):
+    for (y0, x0), mean, std in regions(lr[b], out_hw, b):
+      window = np.s_[b, y0:y0 + mean.shape[0], x0:x0 + mean.shape[1]]
+      out[window] = to_uint8(mean) if dtype == np.uint8 else mean
+      if std is not None:
+        spread = np.zeros(out.shape, np.float32) if spread is None else spread
+        spread[window] = std
+  return out if spread is None else (out, spread)
+
+
+def super_resolve_tiled(run: Run, lr: np.ndarray, *, scale: float | None = None,
+                        out_shape: tuple[int, int] | None = None, rng: jax.Array,
+                        sampler: str | None = None, steps: int | None = None,
+                        skip: str | None = None, eta: float | None = None,
+                        samples: int | None = None, tile: int = 256, overlap: int = 32,
+                        dtype: np.dtype = np.float32, params: dict | None = None,
                         progress: bool = True) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-  """Super-resolves one image of any size in bounded memory (``super_resolve_regions``
-  gathered into one array).
+  """``api.super_resolve`` for outputs of any size, in bounded memory (diffusion tiles blended).
 
   Args:
-    model: NeurOp-Diff.
-    params: ``{'params': {'operator': ..., 'unet': ...}}`` ('unet' not read with ``prior_only``).
-    lr: ``(h, w, C)`` float32 in [0, 1].
-    out_hw: the output size ``(H, W)``.
-    prior_only: the operator's prior alone (exact), else NeurOp-Diff (diffusion tiles blended).
-    rng, schedule, sampler, steps, skip, eta: the diffusion sampler (see ``sample_strips``); all
-      but ``rng`` and ``schedule`` have defaults.
-    tile, overlap: tile side and diffusion-tile overlap in output pixels.
-    formulation: what the UNet predicts and where it diffuses (the run's; the paper's by default).
-    samples: K diffusion draws in one program: the result is then ``(mean, std)`` over them.
+    run, scale, out_shape, sampler, steps, skip, eta, samples, params: as ``super_resolve``
+      (the run's defaults unless given).
+    lr: ``(B, h, w, C)`` float in [0, 1]; the images are super-resolved one after the other.
+    rng: a PRNG key; image ``b`` of the batch draws from ``api.image_key(rng, b)``, as there.
+    tile, overlap: tile side and diffusion-tile overlap, in output pixels.
     dtype: np.float32 ([0, 1]) or np.uint8 output (of the mean; the std stays float32).
     progress: show tqdm bars.
 
   Returns:
-    ``(H, W, C)`` of ``dtype``; with ``samples``, ``(mean, std)``, std float32 ``(H, W, C)``.
+    ``(B, H, W, C)`` of ``dtype``; with ``samples``, ``(mean, std)``, std float32.
 
   Raises:
-    ValueError: on a bad ``lr`` (``inference.check_images``) or an ``out_hw`` smaller than it.
+    ValueError: as ``super_resolve``, but for the size bound.
   """
-  out_hw = output_size(lr[None].shape, out_shape=out_hw)
-  out = np.empty((*out_hw, lr.shape[-1]), dtype)
-  spread = np.zeros((*out_hw, lr.shape[-1]), np.float32) if samples is not None else None
-  for (y0, x0), mean, std in super_resolve_regions(
-      model, params, lr, out_hw, prior_only=prior_only, rng=rng, schedule=schedule,
-      sampler=sampler, steps=steps, skip=skip, eta=eta, tile=tile, overlap=overlap,
-      formulation=formulation, samples=samples, progress=progress):
-    window = np.s_[y0:y0 + mean.shape[0], x0:x0 + mean.shape[1]]
-    out[window] = to_uint8(mean) if dtype == np.uint8 else mean
-    if spread is not None and std is not None:
-      spread[window] = std
-  return out if spread is None else (out, spread)
+  sampling = _tiled_sampling(run, rng, sampler, steps, skip, eta)
+  regions = lambda image, out_hw, b: super_resolve_regions(
+      run, image, out_hw, rng=image_key(rng, b), sampler=sampling.sampler,
+      steps=sampling.steps, skip=sampling.skip, eta=sampling.eta, samples=samples, tile=tile,
+      overlap=overlap, params=params, progress=progress)
+  return _gather(run, lr, scale, out_shape, dtype, regions)
+
+
+def prior_only_tiled(run: Run, lr: np.ndarray, *, scale: float | None = None,
+                     out_shape: tuple[int, int] | None = None, tile: int = 256,
+                     dtype: np.dtype = np.float32, params: dict | None = None,
+                     progress: bool = True) -> np.ndarray:
+  """``api.prior_only`` for outputs of any size: the operator exactly, tile by tile.
+
+  Arguments as ``super_resolve_tiled``; returns ``(B, H, W, C)`` of ``dtype``.
+  """
+  regions = lambda image, out_hw, b: super_resolve_regions(
+      run, image, out_hw, prior_only=True, tile=tile, params=params, progress=progress)
+  return _gather(run, lr, scale, out_shape, dtype, regions)

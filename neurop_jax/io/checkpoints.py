@@ -1,26 +1,34 @@
-"""Orbax checkpoints of the two training stages, and the parameters they hold for inference.
+"""Orbax checkpoints of the two training stages: writing them, resuming from them, reading a run.
 
 Layout of a workdir::
 
   <workdir>/operator/checkpoints/<step>/{state, data, config, _CHECKPOINT_METADATA, metrics}
   <workdir>/diffusion/checkpoints/<step>/{state, data, config, prior, ...}
 
-``state`` is the ``TrainState`` (params, EMA, Adam, step), ``data`` the grain iterator state (JSON per process),
-``config`` the run's config (JSON) and, in stage 2, ``prior`` the frozen operator parameters it
-trained with, so that a stage-2 checkpoint alone is a complete model. Each stage has one
-``CheckpointManager`` keeping the ``keep`` latest steps and the best by validation PSNR (``metrics``
-of a step are written with the checkpoint of a validation). Orbax writes a step to a temporary
-folder and renames it when complete, so a run killed at any point leaves only whole checkpoints.
-A step damaged later (a file lost or truncated) raises ``DamagedCheckpointError`` when read;
-training then resumes from the newest step that restores and moves the damaged ones to
-``<workdir>/<stage>/damaged_checkpoints/`` (``set_aside``).
+``state`` is the ``TrainState`` (params, EMA, Adam, step), ``data`` the grain iterator state (JSON
+per process), ``config`` the run's config (JSON) and, in stage 2, ``prior`` the frozen operator
+parameters it trained with, so that a stage-2 checkpoint alone is a complete model. Each stage has
+one ``CheckpointManager`` keeping the ``keep`` latest steps and the best by the stage's
+``best_metric`` (``best_mode`` 'max' or 'min'; '' keeps no best: 'best' is then the latest);
+``metrics`` of a step are written with the checkpoint of a validation. Orbax writes a step to a
+temporary folder and renames it when complete, so a run killed at any point leaves only whole
+checkpoints. A step damaged later (a file lost, truncated or garbled) raises
+``DamagedCheckpointError`` when read; training then resumes from the newest step that restores
+and moves the damaged ones to ``<workdir>/<stage>/damaged_checkpoints/`` (``set_aside``). Any other
+failure while reading (out of memory, a sharding that does not fit the devices, an interrupted
+file system call) is raised as it is: it says nothing about the files.
+
+Reading a run for inference is ``read_stage``: one manager per stage, the chosen step's EMA
+parameters (never the optimizer state) and config, placed on device as they are read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,10 +38,13 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 
-from neurop_jax.diffusion import schedule as diffusion
 from neurop_jax.errors import InputError, MissingInputError
-from neurop_jax.diffusion.formulation import Formulation
+
+BEST_MODES = ("max", "min")
+WHICH = ("best", "latest")
+
 
 def _not_orbax_info(record: logging.LogRecord) -> bool:
   if f"{os.sep}orbax{os.sep}" not in record.pathname:
@@ -54,31 +65,33 @@ def quiet_orbax() -> None:
     absl_logger.addFilter(_not_orbax_info)
 
 
-BEST_METRIC = "psnr"
-
-
 def checkpoint_dir(workdir: str | os.PathLike, stage: str) -> Path:
   """``<workdir>/<stage>/checkpoints``."""
   return Path(workdir).absolute() / stage / "checkpoints"
 
 
-def stage_manager(directory: str | os.PathLike, keep: int = 2,
-                  read_only: bool = False) -> ocp.CheckpointManager:
-  """The manager of one stage: the ``keep`` latest steps and the best by metric ``psnr`` (max).
+def stage_manager(directory: str | os.PathLike, keep: int = 2, read_only: bool = False,
+                  best_metric: str = "", best_mode: str = "max") -> ocp.CheckpointManager:
+  """The manager of one stage: the ``keep`` latest steps, and the best by ``best_metric``.
 
-  Saves are synchronous: the next training step donates the state's buffers.
+  ``best_metric`` names a validation metric saved with the steps ('psnr', 'lpips', ...) and
+  ``best_mode`` whether its 'max' or its 'min' is best; '' keeps the latest steps only, and
+  ``best_step()`` is then the latest. Saves are synchronous.
   """
+  if best_mode not in BEST_MODES:
+    raise InputError(f"best_mode must be one of {BEST_MODES}, got {best_mode!r}")
   quiet_orbax()
-  best = lambda metrics: metrics[BEST_METRIC]
-  policy = ocp.checkpoint_managers.AnyPreservationPolicy([
-      ocp.checkpoint_managers.LatestN(n=keep),
-      ocp.checkpoint_managers.BestN(get_metric_fn=best, n=1,
-                                    keep_checkpoints_without_metrics=False),
-  ])
+  policies = [ocp.checkpoint_managers.LatestN(n=keep)]
+  best = None
+  if best_metric:
+    best = lambda metrics: metrics[best_metric]
+    policies.append(ocp.checkpoint_managers.BestN(
+        get_metric_fn=best, reverse=best_mode == "min", n=1,
+        keep_checkpoints_without_metrics=False))
   options = ocp.CheckpointManagerOptions(
-      best_fn=best, best_mode="max", preservation_policy=policy, read_only=read_only,
-      create=not read_only, save_interval_steps=0 if read_only else 1,
-      enable_async_checkpointing=False)
+      best_fn=best, best_mode=best_mode, read_only=read_only, create=not read_only,
+      preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+      save_interval_steps=0 if read_only else 1, enable_async_checkpointing=False)
   return ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
 
@@ -100,12 +113,44 @@ class DamagedCheckpointError(InputError):
   """A checkpoint step whose files cannot be read back (damaged, or of another model config)."""
 
 
+# What the readers raise when a step's files are missing, truncated or garbled, or hold arrays of
+# other shapes (a checkpoint of another model config), as seen from Orbax 0.12 and TensorStore:
+# Python's file and JSON errors; TensorStore's ValueErrors, whose message starts with its status
+# code; Orbax's KeyError for an item that is not there and ValueError for a stored shape.
+_DAMAGE_TYPES = (FileNotFoundError, NotADirectoryError, EOFError, json.JSONDecodeError,
+                 UnicodeDecodeError)
+_DAMAGE_MESSAGES = re.compile(
+    r"^(NOT_FOUND|DATA_LOSS|OUT_OF_RANGE|FAILED_PRECONDITION): Error (reading|opening)"
+    r"|was not found in the checkpoint|is not compatible with the stored shape")
+
+
+def is_damage(err: BaseException) -> bool:
+  """Whether ``err``, or an error it was raised from, says that a step's files are damaged.
+
+  Damage: a missing file or item, bad JSON, a truncated or garbled array chunk, arrays of other
+  shapes than the model's. Not damage, so raised as it is: memory, devices and shardings,
+  permissions, a full disk, interrupted or timed-out file system calls, any other error.
+  """
+  seen = set()
+  while err is not None and id(err) not in seen:
+    seen.add(id(err))
+    if isinstance(err, _DAMAGE_TYPES):
+      return True
+    if isinstance(err, (ValueError, KeyError)) and _DAMAGE_MESSAGES.search(str(err).strip("'\"")):
+      return True
+    err = err.__cause__ or err.__context__
+  return False
+
+
 @contextlib.contextmanager
 def _reading(manager: ocp.CheckpointManager, step: int) -> Iterator[None]:
-  """Turns any failure to read ``step`` into one ``DamagedCheckpointError`` line."""
+  """Turns a failure to read ``step`` that means damage (``is_damage``) into one
+  ``DamagedCheckpointError`` line; any other failure passes unchanged."""
   try:
     yield
-  except Exception as err:  # Orbax, TensorStore and grain raise many types for damaged files.
+  except Exception as err:
+    if not is_damage(err):
+      raise
     detail = (str(err).strip().splitlines() or [""])[0][:200]
     raise DamagedCheckpointError(
         f"checkpoint step {step} in {manager.directory} cannot be read ({type(err).__name__}: "
@@ -119,7 +164,7 @@ def restore_training(manager: ocp.CheckpointManager, step: int, abstract_state: 
   ``iterator`` is moved to the position it had at that step (in place): this process's file of
   grain's handler, or process 0's when another number of processes wrote the step (every process
   runs the same input pipeline, so their files are equal). Raises ``DamagedCheckpointError`` when
-  the step cannot be read.
+  the step's files are damaged.
   """
   data = Path(manager.directory) / str(step) / "data"
   own = data / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
@@ -146,23 +191,6 @@ def set_aside(directory: str | os.PathLike, step: int) -> Path:
   return target
 
 
-def _numpy_restore(item_dir: Path) -> ocp.args.PyTreeRestore:
-  """Restores the pytree saved in ``item_dir`` as NumPy arrays, whatever devices saved it."""
-  tree = ocp.PyTreeCheckpointHandler().metadata(item_dir).tree
-  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-  return ocp.args.PyTreeRestore(restore_args=as_numpy)
-
-
-def _restore_items(manager: ocp.CheckpointManager, step: int, names: tuple[str, ...]) -> dict:
-  """Items of ``step`` as NumPy arrays (pytrees, as nested dicts) or JSON (config)."""
-  step_dir = Path(manager.directory) / str(step)
-  with _reading(manager, step):
-    args = {name: ocp.args.JsonRestore() if name == "config" else _numpy_restore(step_dir / name)
-            for name in names}
-    restored = manager.restore(step, args=ocp.args.Composite(**args))
-  return {name: restored[name] for name in names}
-
-
 def _as_tuples(value: Any) -> Any:
   if isinstance(value, dict):
     return {k: _as_tuples(v) for k, v in value.items()}
@@ -171,129 +199,111 @@ def _as_tuples(value: Any) -> Any:
   return value
 
 
-def _model_config(saved_config: dict) -> ml_collections.ConfigDict:
-  """The ``model`` part of a saved config, its JSON lists back to tuples (as ``model_config``)."""
-  return ml_collections.ConfigDict(_as_tuples(saved_config["model"]))
+def _restore_args(item_dir: Path, subtree: str | None,
+                  sharding: jax.sharding.Sharding | None) -> ocp.args.PyTreeRestore:
+  """Restores the pytree saved in ``item_dir`` (or its ``subtree`` alone): as device arrays
+  placed by ``sharding``, or as NumPy arrays when ``sharding`` is None."""
+  tree = ocp.PyTreeCheckpointHandler().metadata(item_dir).tree
+  if subtree is not None:
+    tree = {subtree: tree[subtree]}
+  if sharding is None:
+    leaf = lambda _: ocp.RestoreArgs(restore_type=np.ndarray)
+  else:
+    leaf = lambda meta: ocp.ArrayRestoreArgs(sharding=sharding, global_shape=meta.shape,
+                                             dtype=meta.dtype)
+  return ocp.args.PyTreeRestore(item=tree, restore_args=jax.tree.map(leaf, tree),
+                                partial_restore=subtree is not None)
 
 
-def restore_prior(manager: ocp.CheckpointManager, step: int) -> Any:
-  """The frozen operator parameters saved with stage-2 step ``step`` (NumPy)."""
-  return _restore_items(manager, step, ("prior",))["prior"]
+def restore_items(manager: ocp.CheckpointManager, step: int, names: tuple[str, ...],
+                  sharding: jax.sharding.Sharding | None = None) -> dict:
+  """Items of ``step``: pytrees (nested dicts) as NumPy arrays, or as device arrays placed by
+  ``sharding``; 'config' as a ConfigDict; 'ema_params' the EMA parameters of 'state' alone."""
+  step_dir = Path(manager.directory) / str(step)
+  args = {}
+  with _reading(manager, step):
+    for name in names:
+      if name == "config":
+        args[name] = ocp.args.JsonRestore()
+      elif name == "ema_params":
+        args["state"] = _restore_args(step_dir / "state", "ema_params", sharding)
+      else:
+        args[name] = _restore_args(step_dir / name, None, sharding)
+    restored = manager.restore(step, args=ocp.args.Composite(**args))
+  items = {name: restored[name] for name in args}
+  if "config" in items:
+    items["config"] = ml_collections.ConfigDict(_as_tuples(items["config"]))
+  if "ema_params" in names:
+    items["ema_params"] = items.pop("state")["ema_params"]
+  return items
 
 
-def chosen_step(manager: ocp.CheckpointManager, which: str = "best") -> int | None:
-  """The 'best' step by validation PSNR (the latest when none has metrics) or the 'latest'."""
-  if which not in ("best", "latest"):
-    raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
-  best = manager.best_step() if which == "best" else None
-  return manager.latest_step() if best is None else best
+def steps_with_metrics(manager: ocp.CheckpointManager) -> dict[int, dict[str, float]]:
+  """The validation metrics saved with each step of ``manager`` (``{}`` for a step without)."""
+  return {step: dict(manager.metrics(step) or {}) for step in manager.all_steps()}
 
 
-def _missing(workdir: str | os.PathLike, what: str) -> MissingInputError:
+def chosen_step(manager: ocp.CheckpointManager, which: str = "best", best_metric: str = "",
+                best_mode: str = "max") -> int | None:
+  """The step to read: 'latest', or 'best' by ``best_metric`` (``best_mode``) over the steps
+  that have it (the latest when none has or ``best_metric`` is ''). None: no step."""
+  if which not in WHICH:
+    raise InputError(f"which must be one of {WHICH}, got {which!r}")
+  latest = manager.latest_step()
+  if which == "latest" or not best_metric or latest is None:
+    return latest
+  scored = {step: metrics[best_metric] for step, metrics in steps_with_metrics(manager).items()
+            if best_metric in metrics}
+  if not scored:
+    return latest
+  pick = max if best_mode == "max" else min
+  return pick(sorted(scored, reverse=True), key=scored.__getitem__)
+
+
+def missing_run(workdir: str | os.PathLike, what: str) -> MissingInputError:
+  """The error for a workdir without the checkpoint a reader needs."""
   return MissingInputError(
       f"no {what} checkpoint under {Path(workdir).absolute()}: train one with "
       f"`python -m neurop_jax.main --config configs/<dataset>.py --workdir {workdir}`")
 
 
-def restore_operator(workdir: str | os.PathLike, which: str = "best"
-                     ) -> tuple[ml_collections.ConfigDict, Any, int]:
-  """Stage 1's EMA operator parameters: ``(model config, params, step)``.
+class StageRead(NamedTuple):
+  """What ``read_stage`` reads of one stage: the step, its config, its EMA parameters and (stage
+  2) the prior saved with it."""
 
-  ``workdir`` is a training workdir or its ``operator/checkpoints`` folder. Raises
-  ``FileNotFoundError`` naming it when it holds no stage-1 checkpoint.
-  """
-  directory = Path(workdir)
-  if checkpoint_dir(workdir, "operator").is_dir():
-    directory = checkpoint_dir(workdir, "operator")
-  if not directory.is_dir():
-    raise _missing(workdir, "stage-1 (operator)")
-  manager = stage_manager(directory, read_only=True)
-  step = chosen_step(manager, which)
-  if step is None:
-    raise _missing(workdir, "stage-1 (operator)")
-  items = _restore_items(manager, step, ("state", "config"))
-  model_cfg = _model_config(items["config"])
-  return model_cfg, items["state"]["ema_params"], step
-
-
-def restore_sampling(workdir: str | os.PathLike, which: str = "best"
-                     ) -> tuple[diffusion.Schedule, Formulation]:
-  """The noise schedule and formulation a run's stage 2 trained with: sample with these.
-
-  ``(schedule, formulation)`` of the config saved with the chosen stage-2 step (``which`` as
-  ``restore_inference_params``); the paper's (the original linear schedule, eps-prediction on the
-  image) when the workdir has no stage-2 checkpoint or its config predates the formulation fields.
-  """
-  return _sampling(_saved_config(workdir, "diffusion", which))
-
-
-def _sampling(saved: ml_collections.ConfigDict | None) -> tuple[diffusion.Schedule, Formulation]:
-  """``restore_sampling`` of a config saved with a stage-2 step (None: there is none)."""
-  if saved is None:
-    return diffusion.make_schedule(), Formulation()
-  return diffusion.schedule_from_config(saved.diffusion), Formulation.from_config(saved.diffusion)
-
-
-def _saved_config(workdir: str | os.PathLike, stage: str,
-                  which: str) -> ml_collections.ConfigDict | None:
-  """The config saved with the chosen step of ``stage``, or None when it has none."""
-  directory = checkpoint_dir(workdir, stage)
-  if not directory.is_dir():
-    return None
-  manager = stage_manager(directory, read_only=True)
-  step = chosen_step(manager, which)
-  if step is None:
-    return None
-  return ml_collections.ConfigDict(_as_tuples(_restore_items(manager, step, ("config",))["config"]))
-
-
-class RunSettings(NamedTuple):
-  """What a run saved beside its weights, read once (``run_settings``).
-
-  ``config``: the whole config saved with the chosen stage-2 step, else stage 1's (what travels
-  with a model: ``model.channels``, ``data.value_mapping`` and ``data.bands`` of raster inputs);
-  ``schedule`` and ``formulation``: as ``restore_sampling``; ``val_sampler``: ``(sampler, steps,
-  skip)`` stage 2 validated with, None without a stage-2 run.
-  """
-
+  step: int
   config: ml_collections.ConfigDict
-  schedule: diffusion.Schedule
-  formulation: Formulation
-  val_sampler: tuple[str, int, str] | None
+  params: Any
+  prior: Any
 
 
-def run_settings(workdir: str | os.PathLike, which: str = "best") -> RunSettings:
-  """The ``RunSettings`` of a run's chosen step (``which`` as ``restore_inference_params``); raises
-  ``FileNotFoundError`` as ``restore_inference_params`` when nothing was trained."""
-  stage2 = _saved_config(workdir, "diffusion", which)
-  config = stage2 if stage2 is not None else _saved_config(workdir, "operator", which)
-  if config is None:
-    raise _missing(workdir, "trained")
-  val = None if stage2 is None else stage2.diffusion
-  val_sampler = ((val.val_sampler, int(val.val_steps), val.val_skip)
-                 if val is not None and "val_sampler" in val else None)
-  return RunSettings(config, *_sampling(stage2), val_sampler)
+def default_best(stage: str) -> tuple[str, str]:
+  """``(best_metric, best_mode)`` of a config saved before those fields: PSNR (max) in stage 1,
+  LPIPS (min) in stage 2 (steps without LPIPS: the latest)."""
+  return ("psnr", "max") if stage == "operator" else ("lpips", "min")
 
 
-def restore_inference_params(workdir: str | os.PathLike, which: str = "best"
-                             ) -> tuple[ml_collections.ConfigDict, dict]:
-  """The model config and EMA parameters ``{'params': {'operator': ..., 'unet': ...}}`` of a run.
+def read_stage(directory: str | os.PathLike, stage: str, which: str = "best",
+               sharding: jax.sharding.Sharding | None = None) -> StageRead | None:
+  """The chosen step of one stage's checkpoint folder, read once (None: no step there).
 
-  With a stage-2 checkpoint, its UNet and the frozen operator it trained with; otherwise the
-  stage-1 operator alone (no 'unet' key). ``which``: the 'best' step by validation PSNR (the
-  latest when no step has metrics) or the 'latest'. Arrays are NumPy. Raises
-  ``FileNotFoundError`` naming the workdir and the training command when nothing was trained.
+  ``which``: 'best' by the ``best_metric`` and ``best_mode`` of the stage's saved config (see
+  ``chosen_step``) or 'latest'. The EMA parameters (and the prior) are NumPy arrays, or device
+  arrays placed by ``sharding``.
   """
-  directory = checkpoint_dir(workdir, "diffusion")
-  if directory.is_dir():
-    manager = stage_manager(directory, read_only=True)
-    step = chosen_step(manager, which)
-    if step is not None:
-      items = _restore_items(manager, step, ("state", "config", "prior"))
-      model_cfg = _model_config(items["config"])
-      return model_cfg, {"params": {"operator": items["prior"],
-                                    "unet": items["state"]["ema_params"]}}
-  if not checkpoint_dir(workdir, "operator").is_dir():
-    raise _missing(workdir, "trained")
-  model_cfg, operator, _ = restore_operator(workdir, which)
-  return model_cfg, {"params": {"operator": operator}}
+  directory = Path(directory)
+  if not directory.is_dir():
+    return None
+  manager = stage_manager(directory, read_only=True)
+  latest = manager.latest_step()
+  if latest is None:
+    return None
+  step = latest
+  if which != "latest":
+    config = restore_items(manager, latest, ("config",))["config"][stage]
+    metric, mode = default_best(stage)
+    step = chosen_step(manager, which, config.get("best_metric", metric),
+                       config.get("best_mode", mode))
+  names = ("config", "ema_params") + (("prior",) if stage == "diffusion" else ())
+  items = restore_items(manager, step, names, sharding)
+  return StageRead(step, items["config"], items["ema_params"], items.get("prior"))

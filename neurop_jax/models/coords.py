@@ -10,6 +10,8 @@ the original's bit for bit. Both functions work on NumPy (the input pipeline) an
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -30,3 +32,10 @@ def make_cell(shape: tuple[int, int]) -> np.ndarray:
   """The size of one pixel of an ``(H, W)`` grid in [-1, 1] units: float32 ``(2,)`` = (2/H, 2/W)."""
   h, w = shape
   return np.array([2.0 / h, 2.0 / w], dtype=np.float32)
+
+
+def query_grid(batch: int, out_hw: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
+  """The queries of a whole ``out_hw`` output: ``coord`` ``(B, H, W, 2)`` and ``cell`` ``(B, 2)``."""
+  coord = jnp.broadcast_to(jnp.asarray(make_coord(out_hw)), (batch, *out_hw, 2))
+  cell = jnp.broadcast_to(jnp.asarray(make_cell(out_hw)), (batch, 2))
+  return coord, cell

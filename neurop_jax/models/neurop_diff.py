@@ -1,16 +1,19 @@
 """NeurOp-Diff: the neural-operator prior conditioning an SR3 diffusion UNet.
 
-All arrays are NHWC in the [-1, 1] image scale, with ``C = model.channels`` bands (3, RGB, in the
-paper). The prior is its own call (``prior``) so that a
-sampler computes it once per image and then calls ``denoise`` at every step.
+Inside the model all arrays are NHWC in the [-1, 1] image scale, with ``C = model.channels`` bands
+(3, RGB, in the paper); images at every public boundary are in [0, 1] (``from_unit`` and
+``to_unit`` convert). The prior is its own call (``prior``, or ``compute_prior`` for a whole output
+grid) so that a sampler computes it once per image and then calls ``denoise`` at every step.
 """
 
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
+from neurop_jax.models.coords import query_grid
 from neurop_jax.models.operator import NeuralOperator
 from neurop_jax.models.unet import UNet
 
@@ -58,3 +61,25 @@ def make_model(cfg: ml_collections.ConfigDict) -> NeurOpDiff:
   """NeurOp-Diff from a model config; ``cfg.dtype`` ('float32' or 'bfloat16') is the compute dtype."""
   dtype = jnp.dtype(cfg.dtype)
   return NeurOpDiff(operator=make_operator(cfg, dtype), unet=make_unet(cfg, dtype))
+
+
+def from_unit(x: jax.Array) -> jax.Array:
+  """An image in [0, 1] in the model's [-1, 1] scale, float32."""
+  return jnp.asarray(x, jnp.float32) * 2 - 1
+
+
+def to_unit(x: jax.Array) -> jax.Array:
+  """An image in the model's [-1, 1] scale in [0, 1]: float32, clipped."""
+  return jnp.clip((jnp.asarray(x, jnp.float32) + 1) / 2, 0.0, 1.0)
+
+
+def compute_prior(model: NeurOpDiff, params: dict, lr: jax.Array,
+                  out_hw: tuple[int, int]) -> jax.Array:
+  """The operator's prior of ``lr`` ``(B, h, w, C)`` in [0, 1] on the whole ``out_hw`` grid.
+
+  ``(B, H, W, C)`` in the [-1, 1] scale, not clipped (the UNet is conditioned on the unclipped
+  prior). ``params`` holds ``{'params': {'operator': ...}}`` (a 'unet' entry is not read). Pure;
+  jit it with ``model`` and ``out_hw`` static.
+  """
+  coord, cell = query_grid(lr.shape[0], out_hw)
+  return model.apply(params, from_unit(lr), coord, cell, method=model.prior)

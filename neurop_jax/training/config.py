@@ -40,7 +40,8 @@ def _loop_fields(**overrides) -> dict:
   """The training-loop fields shared by both stages (see ``base_config``)."""
   fields = dict(num_steps=0, ema_decay=0.0, grad_clip=0.0, adam_b1=0.9, adam_b2=0.999,
                 adam_eps=1e-8, steps_per_call=1, log_every=100, eval_every=5000,
-                checkpoint_every=1000, keep=2, val_images=0, sample_images=4)
+                checkpoint_every=1000, keep=2, val_images=0, sample_images=4, best_metric="psnr",
+                best_mode="max")
   fields.update(overrides)
   return fields
 
@@ -70,7 +71,13 @@ def base_config(preset: str = "paper", stage: str = "all") -> ml_collections.Con
     steps_per_call: training steps per compiled call (a ``lax.scan`` over stacked batches).
     log_every, eval_every, checkpoint_every: in steps; every validation also checkpoints with its
       metrics, and the last step does both.
-    keep: latest checkpoints kept, besides the best by validation PSNR.
+    keep: latest checkpoints kept, besides the best.
+    best_metric, best_mode: the validation metric that makes a checkpoint the 'best' one (kept,
+      and what ``load_run``, ``--mode evaluate`` and ``upsample`` read by default) and whether its
+      'max' or 'min' is best; '' keeps the latest steps only ('best' is then the latest). Stage 1:
+      'psnr', 'max'. Stage 2: 'lpips', 'min' (PSNR is where a diffusion refiner trails its prior,
+      so it would pick the UNet closest to the prior); without LPIPS (``val_lpips`` off, its
+      weights missing, or bands other than RGB) the latest.
     val_images: validation images, evenly spaced over the val split (0: all of them).
     sample_images: rows of the PNG sample grid written at each validation.
   Stage 1 (``operator``, the SRNO recipe):
@@ -85,11 +92,13 @@ def base_config(preset: str = "paper", stage: str = "all") -> ml_collections.Con
     prior_checkpoint: the frozen prior: '' for this workdir's stage-1 best checkpoint, a workdir
       or checkpoint folder of ours, or an original SRNO / NeurOp-Diff file (.pth, .npz) read
       with ``neurop_jax.convert``.
-    val_sampler, val_steps, val_skip: the sampler of validation (DPM-Solver++ 10 steps).
+    val_sampler, val_steps, val_skip: the sampler of validation, and the sampling a trained run
+      gives every entry point by default (``inference.run.Run.sampling``): the paper's DDIM with 50
+      uniform steps.
     val_lpips: also measure LPIPS of the samples, the prior and bicubic at validation (needs the
       ``lpips`` extra; skipped with a warning when it is not installed).
-  Evaluation (``--mode evaluate``): ``evaluate``, ``neurop_jax.evaluate.default_evaluate_config``
-  fields (scales, methods, sampler, steps, images, crops).
+  Evaluation (``--mode evaluate``): ``evaluate``, the fields of
+  ``neurop_jax.evaluation.config.default_evaluate_config`` (scales, methods, sampler, images, crops).
   """
   config = ml_collections.ConfigDict()
   config.stage = stage
@@ -109,8 +118,8 @@ def base_config(preset: str = "paper", stage: str = "all") -> ml_collections.Con
   config.diffusion = default_diffusion_config()
   config.diffusion.update(_loop_fields(
       num_steps=1_000_000, ema_decay=0.999, learning_rates=PAPER_DIFFUSION_LRS,
-      learning_rate_every=100_000, prior_checkpoint="", val_images=4, val_sampler="dpm_solver_pp",
-      val_steps=10, val_skip="logsnr", val_lpips=True, eval_every=10_000,
-      checkpoint_every=5000))
+      learning_rate_every=100_000, prior_checkpoint="", val_images=4, val_sampler="ddim",
+      val_steps=50, val_skip="uniform", val_lpips=True, eval_every=10_000,
+      checkpoint_every=5000, best_metric="lpips", best_mode="min"))
   config.evaluate = default_evaluate_config()
   return config

@@ -36,8 +36,9 @@ from neurop_jax.errors import InputError, MissingInputError
 from neurop_jax.inference.api import sample_given_prior
 from neurop_jax.io.checkpoints import quiet_orbax
 from neurop_jax.training.records import StageLogger
-from neurop_jax.models import NeurOpDiff, make_model
+from neurop_jax.models import NeurOpDiff, make_model, to_unit
 from neurop_jax.diffusion.formulation import Formulation
+from neurop_jax.diffusion.samplers import Sampling
 from neurop_jax.training.state import (TrainState, create_train_state, make_optimizer,
                                     step_schedule, warmup_schedule)
 from neurop_jax.training.steps import (batch_sharding, compile_prior, compile_steps, data_mesh,
@@ -94,8 +95,8 @@ def _operator_stage(config: ml_collections.ConfigDict, model: NeurOpDiff, source
                       method=model.prior)["params"]["operator"]
 
   stacked = batch_sharding(mesh, stacked=True)
-  sr = jax.jit(lambda params, lr, out_hw: jnp.clip(
-      (operator_prior(model, params, lr, out_hw) + 1) / 2, 0.0, 1.0), static_argnums=2)
+  sr = jax.jit(lambda params, lr, out_hw: to_unit(operator_prior(model, params, lr, out_hw)),
+               static_argnums=2)
   return _Stage(
       name="operator", cfg=cfg, num_steps=num_steps, init_params=init_params, tx=tx,
       step=functools.partial(operator_step, model=model, tx=tx, schedule=schedule,
@@ -113,24 +114,24 @@ def _load_prior(config: ml_collections.ConfigDict, workdir: Path) -> Any:
       converted = convert.convert_checkpoint(source, config.model)
     except convert.CheckpointMismatchError as err:
       raise InputError(f"config.diffusion.prior_checkpoint {source}: {err}") from err
-    if "operator" not in converted:
+    if "operator" not in converted["params"]:
       raise InputError(f"config.diffusion.prior_checkpoint {source} holds a UNet alone: give an "
                        "SRNO or NeurOp-Diff checkpoint that holds the operator")
-    return converted["operator"]["params"]
-  try:
-    model_cfg, params, step = checkpoints.restore_operator(source)
-  except FileNotFoundError as err:
+    return converted["params"]["operator"]
+  folder = checkpoints.checkpoint_dir(source, "operator")
+  read = checkpoints.read_stage(folder if folder.is_dir() else source, "operator")
+  if read is None:
     raise MissingInputError(
         f"stage 2 (diffusion) needs a trained prior and found none in {source.absolute()}: "
         "train stage 1 first (--config <file>.py:operator, or no suffix for both stages), or set "
         "--config.diffusion.prior_checkpoint to a workdir, a checkpoint folder or an original "
-        "SRNO/NeurOp-Diff .pth/.npz file") from err
-  if model_cfg.operator.to_dict() != config.model.operator.to_dict():
+        "SRNO/NeurOp-Diff .pth/.npz file")
+  if read.config.model.operator.to_dict() != config.model.operator.to_dict():
     raise InputError(f"the prior in {source} was trained with model.operator="
-                     f"{model_cfg.operator.to_dict()}, the config has "
+                     f"{read.config.model.operator.to_dict()}, the config has "
                      f"{config.model.operator.to_dict()}")
-  logging.info("stage 2 prior: %s step %d (EMA parameters)", source, step)
-  return params
+  logging.info("stage 2 prior: %s step %d (EMA parameters)", source, read.step)
+  return read.params
 
 
 def _diffusion_stage(config: ml_collections.ConfigDict, model: NeurOpDiff, sources: dict,
@@ -159,13 +160,15 @@ def _diffusion_stage(config: ml_collections.ConfigDict, model: NeurOpDiff, sourc
       priors.append(prior_fn(prior_params, arrays["lr"], arrays["hr"]))
     return {"hr": stack(*hrs), "prior": stack(*priors)}
 
+  sampling = Sampling(cfg.val_sampler, int(cfg.val_steps), cfg.val_skip)
+
   def sample(unet_params, operator_params, lr, rng, out_hw):
     prior = operator_prior(model, operator_params, lr, out_hw)
     x_T = jax.random.normal(jax.random.fold_in(rng, 0), prior.shape)
     image = sample_given_prior(model, {"params": {"unet": unet_params}}, prior, x_T,
                                jax.random.fold_in(rng, 1), schedule=noise, formulation=formulation,
-                               sampler=cfg.val_sampler, steps=cfg.val_steps, skip=cfg.val_skip)
-    return jnp.clip((prior + 1) / 2, 0.0, 1.0), (image + 1) / 2
+                               sampler=sampling.sampler, timesteps=sampling.timesteps(noise))
+    return to_unit(prior), to_unit(image)
 
   sample = jax.jit(sample, static_argnums=4)
 
@@ -189,7 +192,7 @@ def _due(step: int, previous: int, every: int) -> bool:
   return every > 0 and step // every > previous // every
 
 
-def _resume(directory: Path, keep: int, abstract: Any,
+def _resume(directory: Path, manager_options: dict, abstract: Any,
             stage: _Stage) -> tuple[Any, TrainState | None]:
   """The stage's checkpoint manager and the newest train state that restores (None: no steps).
 
@@ -197,7 +200,7 @@ def _resume(directory: Path, keep: int, abstract: Any,
   ``damaged_checkpoints/`` beside the folder (process 0), so that nothing is lost. When no step
   restores, nothing is moved and the newest step's ``DamagedCheckpointError`` is raised.
   """
-  manager = checkpoints.stage_manager(directory, keep)
+  manager = checkpoints.stage_manager(directory, **manager_options)
   damaged = []
   for step in sorted(manager.all_steps(), reverse=True):
     try:
@@ -210,7 +213,7 @@ def _resume(directory: Path, keep: int, abstract: Any,
       for bad, err in damaged:
         where = checkpoints.set_aside(directory, bad) if jax.process_index() == 0 else None
         logging.warning("%s: %s; moved to %s, resuming from step %d", stage.name, err, where, step)
-      manager = checkpoints.stage_manager(directory, keep)
+      manager = checkpoints.stage_manager(directory, **manager_options)
     logging.info("%s: resumed from step %d", stage.name, step)
     return manager, state
   if damaged:
@@ -231,8 +234,15 @@ def _train_stage(stage: _Stage, config: ml_collections.ConfigDict, workdir: Path
                        out_shardings=rep)
   abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
                           jax.eval_shape(init_state, jax.random.fold_in(key, 0)))
-  manager, state = _resume(checkpoints.checkpoint_dir(workdir, stage.name), cfg.keep, abstract,
-                           stage)
+  best_metric = cfg.best_metric
+  if best_metric and best_metric not in validator.names:
+    logging.warning("%s: validation does not measure best_metric %r (it measures %s): keeping "
+                    "the latest checkpoints, and 'best' is the latest", stage.name, best_metric,
+                    ", ".join(validator.names))
+    best_metric = ""
+  manager, state = _resume(checkpoints.checkpoint_dir(workdir, stage.name),
+                           dict(keep=cfg.keep, best_metric=best_metric, best_mode=cfg.best_mode),
+                           abstract, stage)
   if state is None:
     state = init_state(jax.random.fold_in(key, 0))
   step = int(state.step)
@@ -398,7 +408,7 @@ def _stage2_prior(config: ml_collections.ConfigDict, workdir: Path) -> Any:
     manager = checkpoints.stage_manager(directory, read_only=True)
     for step in sorted(manager.all_steps(), reverse=True):
       try:
-        return checkpoints.restore_prior(manager, step)
+        return checkpoints.restore_items(manager, step, ("prior",))["prior"]
       except checkpoints.DamagedCheckpointError:
         continue
   return _load_prior(config, workdir)

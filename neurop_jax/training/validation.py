@@ -10,46 +10,23 @@ columns LR-bicubic | each output | HR.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from neurop_jax.data import downsample, eval_batches
+from neurop_jax.data import eval_batches
+from neurop_jax.data.sources import Subset, evenly_spaced
+from neurop_jax.evaluation.metrics import bicubic, measure
 from neurop_jax.io.images import image_grid
-from neurop_jax.evaluation.metrics import compute_metrics
 
 # (lr (1, h, w, 3), hr (1, H, W, 3), image index) -> {label: (1, H, W, 3)} in [0, 1]; the label ''
 # is the stage's result (its metrics are 'psnr', 'ssim'), others give '<label>_psnr', ...
 OutputsFn = Callable[[np.ndarray, np.ndarray, int], dict[str, Any]]
 
 
-class Subset:
-  """The elements ``indices`` of a grain random-access source."""
-
-  def __init__(self, source, indices: Sequence[int]):
-    self.source = source
-    self.indices = [int(i) for i in indices]
-
-  def __len__(self) -> int:
-    return len(self.indices)
-
-  def __getitem__(self, index: int):
-    return self.source[self.indices[index]]
-
-
-def evenly_spaced(n: int, k: int) -> np.ndarray:
-  """``k`` indices spread evenly over ``range(n)`` (all of them when ``k`` is 0 or >= n)."""
-  if k <= 0 or k >= n:
-    return np.arange(n)
-  return np.unique(np.round(np.linspace(0, n - 1, k)).astype(np.int64))
-
-
-def _bicubic(lr: np.ndarray, hr_hw: tuple[int, int]) -> np.ndarray:
-  return np.clip(downsample(lr, hr_hw), 0.0, 1.0)
-
-
-def _metric_names(label: str, with_lpips: bool) -> tuple[str, ...]:
+def metric_names(label: str, with_lpips: bool) -> tuple[str, ...]:
+  """The names validation gives the metrics of output ``label`` ('': the stage's own)."""
   prefix = f"{label}_" if label else ""
   return (f"{prefix}psnr", f"{prefix}ssim") + ((f"{prefix}lpips",) if with_lpips else ())
 
@@ -58,6 +35,7 @@ class Validator:
   """Validation of one stage on ``num_images`` images of ``source`` at ``scale``.
 
   ``scale`` None is ``data_cfg.eval_scale``; ``with_lpips`` adds LPIPS (the ``lpips`` extra).
+  ``names`` are the metrics of the stage's own output ('psnr', 'ssim', and 'lpips' if measured).
   """
 
   def __init__(self, source, data_cfg, num_images: int, sample_images: int,
@@ -68,15 +46,16 @@ class Validator:
     self.sample_images = sample_images
     self.protocol = protocol
     self.with_lpips = with_lpips
+    self.names = metric_names("", with_lpips)
     self._bicubic_metrics: dict[str, float] | None = None
 
   def _batches(self):
     return eval_batches(self.source, self.data_cfg, self.scale, batch_size=1)
 
   def _measure(self, sr: Any, hr: np.ndarray) -> tuple[float, ...]:
-    m = compute_metrics(np.asarray(sr, np.float32), hr, self.protocol, self.scale,
-                        with_lpips=self.with_lpips)
-    return tuple(float(m[name][0]) for name in ("psnr", "ssim", "lpips") if name in m)
+    m = measure(np.asarray(sr, np.float32), hr, self.scale, (self.protocol,), self.with_lpips)
+    return tuple(m[name] for name in (f"psnr_{self.protocol}", f"ssim_{self.protocol}", "lpips")
+                 if name in m)
 
   def __call__(self, outputs_fn: OutputsFn) -> tuple[dict[str, float], np.ndarray]:
     """Mean metrics over the images (bicubic's too) and the sample grid ``(H, W, 3)``."""
@@ -88,16 +67,16 @@ class Validator:
       lr, hr = batch["lr"], batch["hr"]
       outputs = outputs_fn(lr, hr, index)
       for label, sr in outputs.items():
-        for name, value in zip(_metric_names(label, self.with_lpips), self._measure(sr, hr)):
+        for name, value in zip(metric_names(label, self.with_lpips), self._measure(sr, hr)):
           sums[name] = sums.get(name, 0.0) + value
       need_bicubic = first_pass or index < self.sample_images
-      bicubic = _bicubic(lr[0], hr.shape[1:3]) if need_bicubic else None
+      upsampled = bicubic(lr[0], hr.shape[1:3]) if need_bicubic else None
       if first_pass:
-        for name, value in zip(_metric_names("bicubic", self.with_lpips),
-                               self._measure(bicubic[None], hr)):
+        for name, value in zip(metric_names("bicubic", self.with_lpips),
+                               self._measure(upsampled[None], hr)):
           sums[name] = sums.get(name, 0.0) + value
       if index < self.sample_images:
-        rows.append([bicubic] + [np.asarray(sr)[0] for sr in outputs.values()] + [hr[0]])
+        rows.append([upsampled] + [np.asarray(sr)[0] for sr in outputs.values()] + [hr[0]])
       count += 1
     metrics = {name: total / count for name, total in sums.items()}
     if first_pass:
