@@ -11,6 +11,7 @@ import pytest
 
 from conftest import Fixture, load_fixture, max_abs_diff, nhwc, rel_err
 from neurop_jax.inference import api as inference
+from neurop_jax.inference.run import Run, paper_schedule
 from neurop_jax.models import NeurOpDiff, make_model, make_operator, make_unet
 
 TRACES: list[tuple[int, ...]] = []
@@ -29,7 +30,7 @@ def trajectory_fn(fx: Fixture):
   """The fixture's 3-step DDIM with the full model, jitted: (params, prior, x_T, rng, eta)."""
   model = make_model(fx.cfg)
   return jax.jit(functools.partial(
-      inference.sample_given_prior, model, schedule=inference.default_schedule(),
+      inference.sample_given_prior, model, schedule=paper_schedule(),
       timesteps=tuple(int(t) for t in fx.io["ddim_seq"]), return_trajectory=True))
 
 
@@ -60,7 +61,7 @@ def lr01(micro) -> jax.Array:
 @pytest.fixture(scope="module")
 def resolved(micro, counting_model, lr01) -> jax.Array:
   """3-step DDIM super-resolution of ``lr01`` at scale 4 with rng key(0): (1, 32, 32, 3)."""
-  return inference.super_resolve(counting_model, micro.params, lr01, scale=4, rng=jax.random.key(0),
+  return inference.super_resolve(Run(counting_model, micro.params), lr01, scale=4, rng=jax.random.key(0),
                                  steps=3)
 
 
@@ -88,22 +89,22 @@ def test_eta_zero_is_deterministic_given_x_T(micro):
 def test_super_resolve_returns_images_in_unit_range(resolved, micro, counting_model, lr01):
   assert resolved.shape == (1, 32, 32, 3) and resolved.dtype == jnp.float32
   assert 0 <= float(resolved.min()) and float(resolved.max()) <= 1
-  again = inference.super_resolve(counting_model, micro.params, lr01, scale=4,
+  again = inference.super_resolve(Run(counting_model, micro.params), lr01, scale=4,
                                   rng=jax.random.key(0), steps=3)
   np.testing.assert_array_equal(resolved, again)
-  other = inference.super_resolve(counting_model, micro.params, lr01, scale=4,
+  other = inference.super_resolve(Run(counting_model, micro.params), lr01, scale=4,
                                   rng=jax.random.key(1), steps=3)
   assert max_abs_diff(resolved, other) > 1e-3
 
 
 def test_factory_reuses_the_compiled_program(resolved, micro, counting_model, lr01):
-  resolver = inference.make_super_resolver(counting_model, lr_shape=(1, 8, 8, 3), scale=4, steps=3)
+  resolver = inference.make_super_resolver(Run(counting_model, micro.params), lr_shape=(1, 8, 8, 3), scale=4, steps=3)
   first = resolver(micro.params, lr01, jax.random.key(0))
   traces = len(TRACES)
   resolver(micro.params, lr01, jax.random.key(3))
   scaled = jax.tree.map(lambda p: p * 1.01, micro.params)
   resolver(scaled, lr01.astype(jnp.float16), jax.random.key(4))
-  same = inference.make_super_resolver(counting_model, lr_shape=(1, 8, 8, 3), out_shape=(32, 32),
+  same = inference.make_super_resolver(Run(counting_model, micro.params), lr_shape=(1, 8, 8, 3), out_shape=(32, 32),
                                        steps=3)
   raw_key = same(micro.params, lr01, jax.random.PRNGKey(0))
   assert len(TRACES) == traces
@@ -116,7 +117,7 @@ def test_factory_reuses_the_compiled_program(resolved, micro, counting_model, lr
 def test_super_resolve_inside_user_jit_and_vmap(resolved, micro, counting_model, lr01):
   keys = jnp.stack([jax.random.key(0), jax.random.key(1)])
   many = jax.jit(jax.vmap(lambda k: inference.super_resolve(
-      counting_model, micro.params, lr01, scale=4, rng=k, steps=3)))(keys)
+      Run(counting_model, micro.params), lr01, scale=4, rng=k, steps=3)))(keys)
   assert many.shape == (2, 1, 32, 32, 3)
   assert max_abs_diff(many[0], resolved) <= 1e-4
   assert max_abs_diff(many[0], many[1]) > 1e-3
@@ -125,7 +126,7 @@ def test_super_resolve_inside_user_jit_and_vmap(resolved, micro, counting_model,
 @pytest.mark.parametrize("sampler", ["ddpm", "dpm_solver_pp"])
 def test_other_samplers_run_end_to_end(micro, lr01, sampler):
   model = make_model(micro.cfg)
-  run = lambda seed: inference.super_resolve(model, micro.params, lr01, scale=4,
+  run = lambda seed: inference.super_resolve(Run(model, micro.params), lr01, scale=4,
                                              rng=jax.random.key(seed), sampler=sampler, steps=3)
   first = run(0)
   assert first.shape == (1, 32, 32, 3) and first.dtype == jnp.float32
@@ -135,39 +136,49 @@ def test_other_samplers_run_end_to_end(micro, lr01, sampler):
 
 
 def test_samples_give_the_mean_and_spread_of_the_draws(micro, lr01):
-  model = make_model(micro.cfg)
+  run = Run(make_model(micro.cfg), micro.params)
   rng = jax.random.key(3)
-  options = dict(scale=4, rng=rng, sampler="ddim", steps=3, eta=1.0)
-  mean, std = inference.super_resolve_samples(model, micro.params, lr01, samples=3, **options)
+  options = dict(scale=4, sampler="ddim", steps=3, eta=1.0)
+  mean, std = inference.super_resolve(run, lr01, rng=rng, samples=3, **options)
   assert mean.shape == std.shape == (1, 32, 32, 3)
-  draws = [inference.super_resolve(model, micro.params, lr01, **dict(options, rng=key))
-           for key in jax.random.split(rng, 3)]
+  draws = [inference.super_resolve(run, lr01, rng=key, **options)
+           for key in jax.random.split(rng, 3)]  # draw d is the call with rng=split(rng, 3)[d]
   np.testing.assert_allclose(mean, np.mean(draws, axis=0), atol=1e-4)  # batched vs single convs
   np.testing.assert_allclose(std, np.std(draws, axis=0), atol=1e-4)
   assert float(std.mean()) > 1e-3
-  one_mean, one_std = inference.super_resolve_samples(model, micro.params, lr01, samples=1,
-                                                      **options)
+  one_mean, one_std = inference.super_resolve(run, lr01, rng=rng, samples=1, **options)
   np.testing.assert_array_equal(one_std, 0)
   np.testing.assert_allclose(one_mean, inference.super_resolve(
-      model, micro.params, lr01, **dict(options, rng=jax.random.split(rng, 1)[0])), atol=1e-4)
-  with pytest.raises(ValueError, match="samples must be at least 1"):
-    inference.super_resolve_samples(model, micro.params, lr01, samples=0, **options)
+      run, lr01, rng=jax.random.split(rng, 1)[0], **options), atol=1e-4)
+  with pytest.raises(ValueError, match="samples must be an integer >= 1"):
+    inference.super_resolve(run, lr01, rng=rng, samples=0, **options)
+
+
+def test_image_b_of_a_batch_draws_from_its_own_key(micro, lr01):
+  """Image b draws from fold_in(rng, b): image 0 of a batch is the image alone with the same key,
+  and two equal images of a batch get different noise."""
+  run = Run(make_model(micro.cfg), micro.params)
+  options = dict(scale=4, rng=jax.random.key(5), sampler="ddpm", steps=3)
+  batch = inference.super_resolve(run, jnp.concatenate([lr01, lr01]), **options)
+  alone = inference.super_resolve(run, lr01, **options)
+  assert max_abs_diff(batch[0], alone[0]) <= 1e-4  # batched vs single convolutions
+  assert max_abs_diff(batch[0], batch[1]) > 1e-3
 
 
 def test_output_shapes_for_odd_sizes(micro):
   model = make_model(micro.cfg)
   lr = jax.random.uniform(jax.random.key(0), (1, 11, 13, 3))
-  out = inference.super_resolve(model, micro.params, lr, out_shape=(37, 53), rng=jax.random.key(0),
+  out = inference.super_resolve(Run(model, micro.params), lr, out_shape=(37, 53), rng=jax.random.key(0),
                                 steps=2)
   assert out.shape == (1, 37, 53, 3) and bool(jnp.all(jnp.isfinite(out)))
   shape = jax.eval_shape(
-      lambda x: inference.super_resolve(model, micro.params, x, scale=3.1, rng=jax.random.key(0)),
+      lambda x: inference.super_resolve(Run(model, micro.params), x, scale=3.1, rng=jax.random.key(0)),
       jax.ShapeDtypeStruct((2, 10, 10, 3), jnp.float32))
   assert shape.shape == (2, 31, 31, 3) and shape.dtype == jnp.float32
 
 
 def test_prior_only_is_the_operator_clipped_to_unit_range(micro, lr01):
-  prior = inference.prior_only(make_model(micro.cfg), micro.params, lr01, scale=4)
+  prior = inference.prior_only(Run(make_model(micro.cfg), micro.params), lr01, scale=4)
   reference = np.clip((nhwc(micro.io["srno_out"]) + 1) / 2, 0, 1)
   assert prior.shape == (1, 32, 32, 3) and prior.dtype == jnp.float32
   assert 0 <= float(prior.min()) and float(prior.max()) <= 1
@@ -178,10 +189,10 @@ def test_bfloat16_model_returns_float32(micro, lr01):
   cfg = micro.cfg.copy_and_resolve_references()
   cfg.dtype = "bfloat16"
   model = make_model(cfg)
-  prior = inference.prior_only(model, micro.params, lr01, out_shape=(20, 24))
+  prior = inference.prior_only(Run(model, micro.params), lr01, out_shape=(20, 24))
   assert prior.dtype == jnp.float32 and prior.shape == (1, 20, 24, 3)
   shape = jax.eval_shape(
-      lambda x: inference.super_resolve(model, micro.params, x, scale=4, rng=jax.random.key(0)),
+      lambda x: inference.super_resolve(Run(model, micro.params), x, scale=4, rng=jax.random.key(0)),
       lr01)
   assert shape.dtype == jnp.float32
 
@@ -215,7 +226,7 @@ LR = np.full((1, 8, 8, 3), 0.5, np.float32)
 def test_bad_inputs_raise_helpful_errors(micro, lr, options, match):
   model = make_model(micro.cfg)
   with pytest.raises(ValueError, match=match):
-    inference.super_resolve(model, micro.params, lr, rng=jax.random.key(0), **options)
+    inference.super_resolve(Run(model, micro.params), lr, rng=jax.random.key(0), **options)
 
 
 @pytest.mark.parametrize("lr_shape, options, match", [
@@ -226,7 +237,7 @@ def test_bad_inputs_raise_helpful_errors(micro, lr, options, match):
 ])
 def test_bad_factory_arguments_raise(micro, lr_shape, options, match):
   with pytest.raises(ValueError, match=match):
-    inference.make_super_resolver(make_model(micro.cfg), lr_shape=lr_shape, **options)
+    inference.make_super_resolver(Run(make_model(micro.cfg), micro.params), lr_shape=lr_shape, **options)
   with pytest.raises(ValueError, match=match):
-    inference.prior_only(make_model(micro.cfg), micro.params, np.zeros(lr_shape, np.float32),
+    inference.prior_only(Run(make_model(micro.cfg), micro.params), np.zeros(lr_shape, np.float32),
                          **options)

@@ -1,11 +1,14 @@
 """Loading original checkpoints: npz and .pth structures, EMA, and one clear mismatch error."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from conftest import FIXTURE_DIRS, max_abs_diff
-from neurop_jax.models.convert import (CheckpointMismatchError, convert_checkpoint, read_state_dict)
-from neurop_jax.models import model_config
+from neurop_jax.models.convert import CheckpointMismatchError, convert_checkpoint, read_state_dict
+from neurop_jax.models import make_model, model_config
+from neurop_jax.models.coords import make_cell, make_coord
 
 MICRO = FIXTURE_DIRS["micro"]
 
@@ -17,9 +20,52 @@ def _states():
 def test_srno_file_structure():
   srno, _ = _states()
   params = convert_checkpoint({"model": srno}, model_config("micro"))
-  assert set(params) == {"operator"}
-  kernel = params["operator"]["params"]["encoder_net"]["head"]["kernel"]
+  assert set(params) == {"params"} and set(params["params"]) == {"operator"}
+  kernel = params["params"]["operator"]["encoder_net"]["head"]["kernel"]
   np.testing.assert_array_equal(kernel, srno["encoder.head.0.weight"].transpose(2, 3, 1, 0))
+
+
+def _with_bands(state, bands, shapes):
+  """``state`` with the arrays named in ``shapes`` (name -> shape function of the band count)
+  replaced by random ones of that shape for ``bands`` bands."""
+  rng = np.random.default_rng(0)
+  return state | {name: rng.standard_normal(shape(bands)).astype(np.float32)
+                  for name, shape in shapes.items()}
+
+
+def test_four_band_checkpoint_converts_and_runs():
+  """RGB + near-infrared weights in the original layout: the operator's input conv and output
+  layer, the UNet's first conv (x_t and the prior, 2 x 4 bands) and final conv are 4-band."""
+  srno, unet = _states()
+  srno = _with_bands(srno, 4, {"encoder.head.0.weight": lambda c: (64, c, 3, 3),
+                               "fc2.weight": lambda c: (c, 256, 1, 1), "fc2.bias": lambda c: (c,)})
+  unet = _with_bands(unet, 4, {"downs.0.weight": lambda c: (8, 2 * c, 3, 3),
+                               "final_conv.block.3.weight": lambda c: (c, 8, 3, 3),
+                               "final_conv.block.3.bias": lambda c: (c,)})
+  cfg = model_config("micro")
+  cfg.channels = 4
+  params = convert_checkpoint({**{f"srno.{k}": v for k, v in srno.items()},
+                               **{f"Unet.{k}": v for k, v in unet.items()}}, cfg)
+  model = make_model(cfg)
+  lr = jnp.linspace(-1.0, 1.0, 2 * 8 * 8 * 4).reshape(2, 8, 8, 4)
+  coord = jnp.broadcast_to(jnp.asarray(make_coord((16, 16))), (2, 16, 16, 2))
+  cell = jnp.broadcast_to(jnp.asarray(make_cell((16, 16))), (2, 2))
+  x_t, noise_level = jnp.zeros((2, 16, 16, 4)), jnp.full((2,), 0.5)
+  template = jax.eval_shape(lambda: model.init(jax.random.key(0), x_t, noise_level, lr, coord, cell))
+  assert (jax.tree.map(lambda a: (a.shape, a.dtype), params)
+          == jax.tree.map(lambda a: (a.shape, a.dtype), template))
+  operator, unet_params = params["params"]["operator"], params["params"]["unet"]
+  np.testing.assert_array_equal(operator["encoder_net"]["head"]["kernel"],
+                                srno["encoder.head.0.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(operator["fc2"]["kernel"], srno["fc2.weight"][:, :, 0, 0].T)
+  np.testing.assert_array_equal(unet_params["downs_0"]["kernel"],
+                                unet["downs.0.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(unet_params["final_conv"]["conv"]["bias"],
+                                unet["final_conv.block.3.bias"])
+  prior = jax.jit(lambda p: model.apply(p, lr, coord, cell, method=model.prior))(params)
+  out = jax.jit(lambda p: model.apply(p, x_t, noise_level, prior, method=model.denoise))(params)
+  for image in (prior, out):
+    assert image.shape == (2, 16, 16, 4) and bool(jnp.all(jnp.isfinite(image)))
 
 
 def test_diffusion_file_uses_ema_shadow():
@@ -28,9 +74,9 @@ def test_diffusion_file_uses_ema_shadow():
                  **{"Unet." + k: v for k, v in unet.items()}}
   shadow = {"Unet.final_conv.block.3.bias": unet["final_conv.block.3.bias"] + 1.0}
   params = convert_checkpoint([model_state, {}, 3, 100, shadow], model_config("micro"))
-  bias = params["unet"]["params"]["final_conv"]["conv"]["bias"]
+  bias = params["params"]["unet"]["final_conv"]["conv"]["bias"]
   np.testing.assert_allclose(bias, unet["final_conv.block.3.bias"] + 1.0)
-  qkv = params["unet"]["params"]["mid_0"]["attn"]["qkv"]["kernel"]
+  qkv = params["params"]["unet"]["mid_0"]["attn"]["qkv"]["kernel"]
   np.testing.assert_array_equal(qkv, unet["mid.0.attn.qkv.weight"][:, :, 0, 0].T)
 
 
@@ -71,8 +117,8 @@ def test_srno_repository_layout_is_read_and_its_args_checked():
   srno, _ = _states()
   params = convert_checkpoint(_srno_repository_file(srno), model_config("micro"))
   ref = convert_checkpoint({"model": srno}, model_config("micro"))
-  assert max_abs_diff(params["operator"]["params"]["lift"]["kernel"],
-                      ref["operator"]["params"]["lift"]["kernel"]) == 0.0
+  assert max_abs_diff(params["params"]["operator"]["lift"]["kernel"],
+                      ref["params"]["operator"]["lift"]["kernel"]) == 0.0
   with pytest.raises(CheckpointMismatchError,
                      match=r"trained with width 256 \(config.model.operator.width is 32\), "
                            r"heads 16 \(config.model.operator.heads is 4\)"):
@@ -85,11 +131,11 @@ def test_srno_repository_layout_is_read_and_its_args_checked():
 def test_bare_unet_state_dict_is_recognised():
   _, unet = _states()
   params = convert_checkpoint(unet, model_config("micro"))
-  assert set(params) == {"unet"}
+  assert set(params) == {"params"} and set(params["params"]) == {"unet"}
   ref = convert_checkpoint({f"Unet.{k}": v for k, v in unet.items()} | {
       f"srno.{k}": v for k, v in _states()[0].items()}, model_config("micro"))
-  assert max_abs_diff(params["unet"]["params"]["downs_0"]["kernel"],
-                      ref["unet"]["params"]["downs_0"]["kernel"]) == 0.0
+  assert max_abs_diff(params["params"]["unet"]["downs_0"]["kernel"],
+                      ref["params"]["unet"]["downs_0"]["kernel"]) == 0.0
 
 
 def test_wrong_config_is_a_mismatch():
@@ -113,12 +159,12 @@ def test_pth_round_trip(tmp_path):
   params = convert_checkpoint(path, model_config("micro"))
   ref = convert_checkpoint({**{"srno." + k: v for k, v in srno.items()},
                             **{"Unet." + k: v for k, v in unet.items()}}, model_config("micro"))
-  assert max_abs_diff(params["unet"]["params"]["downs_0"]["kernel"],
-                      ref["unet"]["params"]["downs_0"]["kernel"]) == 0.0
+  assert max_abs_diff(params["params"]["unet"]["downs_0"]["kernel"],
+                      ref["params"]["unet"]["downs_0"]["kernel"]) == 0.0
 
 
 def test_import_needs_no_torch():
   import subprocess, sys
-  code = "import sys, neurop_jax, neurop_jax.convert, neurop_jax.models; print('torch' in sys.modules)"
+  code = "import sys, neurop_jax, neurop_jax.models.convert; print('torch' in sys.modules)"
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "False"

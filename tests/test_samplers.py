@@ -11,6 +11,7 @@ import pytest
 
 from conftest import load_io, nhwc, rel_err
 from neurop_jax.diffusion import samplers
+from neurop_jax.diffusion.formulation import split_prediction
 from neurop_jax.diffusion.schedule import make_schedule
 
 SCHEDULE = make_schedule()
@@ -44,10 +45,12 @@ def test_timestep_pairs_and_coefficients_equal_the_original(io):
 
 
 def test_ddim_step_equals_the_original(io):
+  """One DDIM step of a noise predictor: x0 from ``split_prediction('eps')``, then ``ddim_update``."""
   xs, x0s, eps = nhwc(io["ddim_xs"]), nhwc(io["ddim_x0_preds"]), nhwc(io["ddim_eps"])
   for k in range(3):
-    x_next, x0 = samplers.ddim_step(xs[k], eps[k], io["ddim_at"][k], io["ddim_at_next"][k], 0.0,
-                                    np.zeros_like(xs[k]))
+    x0, e = split_prediction("eps", eps[k], xs[k], io["ddim_at"][k])
+    x_next = samplers.ddim_update(x0, e, io["ddim_at"][k], io["ddim_at_next"][k], 0.0,
+                                  np.zeros_like(xs[k]))
     assert rel_err(x_next, xs[k + 1]) <= 1e-6 and rel_err(x0, x0s[k]) <= 1e-6
 
 
@@ -79,9 +82,9 @@ def test_ddpm_step_is_ddim_with_eta_one():
   x, eps, z = jax.random.normal(jax.random.key(0), (3, 2, 4, 4, 3))
   for a_i, a_j in [(0.01, 0.3), (0.5, 0.52), (0.3, 1.0), (0.7, 0.7)]:
     a_i, a_j = jnp.float32(a_i), jnp.float32(a_j)
-    for got, want in zip(samplers.ddpm_step(x, eps, a_i, a_j, z),
-                         samplers.ddim_step(x, eps, a_i, a_j, 1.0, z)):
-      np.testing.assert_allclose(got, want, atol=2e-5)
+    x0, e = split_prediction("eps", eps, x, a_i)
+    np.testing.assert_allclose(samplers.ddpm_update(x, x0, a_i, a_j, z),
+                               samplers.ddim_update(x0, e, a_i, a_j, 1.0, z), atol=2e-5)
 
 
 def toy_eps(x: jax.Array, noise_level: jax.Array) -> jax.Array:
@@ -201,3 +204,42 @@ def test_under_vmap_and_an_outer_jit(name):
   for i in range(3):
     np.testing.assert_allclose(batched[i], single(SCHEDULE, x_T[i], rngs[i]), atol=1e-5)
   assert not np.allclose(batched[0], batched[1])
+
+
+def test_sampling_overrides_keep_the_defaults_they_do_not_name():
+  run = samplers.Sampling("ddim", 20, "uniform")
+  assert run.with_overrides() == run
+  assert run.with_overrides(steps=7) == samplers.Sampling("ddim", 7, "uniform")
+  assert run.with_overrides("dpm_solver_pp") == samplers.Sampling("dpm_solver_pp", 20, "logsnr")
+  assert run.with_overrides("ddpm", skip="quad") == samplers.Sampling("ddpm", 20, "quad")
+  assert samplers.Sampling("ddim", 5, eta=1.0).with_overrides("ddpm").eta == 0
+  for bad, match in [(dict(sampler="euler"), "unknown sampler"), (dict(skip="cosine"),
+                     "unknown skip"), (dict(steps=0), "steps"), (dict(eta=-1.0), "eta"),
+                     (dict(sampler="ddpm", eta=0.5), "'ddim' only")]:
+    with pytest.raises(ValueError, match=match):
+      samplers.Sampling(**bad)
+
+
+def test_step_noise_comes_from_the_noise_function():
+  """DDPM and DDIM with eta > 0 draw each step's noise through ``noise``; DDIM with eta 0 and
+  DPM-Solver++ never call it."""
+  x_T = jax.random.normal(jax.random.key(0), (1, 4, 4, 3))
+  calls = []
+
+  def noise(key, shape, dtype):
+    calls.append(shape)
+    return jnp.zeros(shape, dtype)
+
+  options = dict(schedule=SCHEDULE, steps=3, noise=noise)
+  quiet = samplers.sample(toy_eps, x_T, jax.random.key(1), sampler="ddpm", **options)
+  assert calls == [x_T.shape]  # traced once, inside the scan
+  no_noise = samplers.sample(toy_eps, x_T, jax.random.key(1), sampler="ddpm", schedule=SCHEDULE,
+                             steps=3, noise=lambda key, shape, dtype: jnp.zeros(shape, dtype))
+  np.testing.assert_array_equal(quiet, no_noise)
+  noisy = samplers.sample(toy_eps, x_T, jax.random.key(1), sampler="ddpm", schedule=SCHEDULE,
+                          steps=3)
+  assert float(jnp.abs(noisy - quiet).max()) > 1e-3
+  calls.clear()
+  for sampler, eta in (("ddim", 0.0), ("dpm_solver_pp", 0.0)):
+    samplers.sample(toy_eps, x_T, jax.random.key(1), sampler=sampler, eta=eta, **options)
+  assert calls == [x_T.shape]  # DDIM traces the update's z, multiplied by c1 = 0

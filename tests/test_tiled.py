@@ -1,5 +1,7 @@
-"""Tiled super-resolution: the operator tile by tile equals the untiled one, diffusion tiles agree
-where they overlap, and no tile border shows in the error."""
+"""Tiled super-resolution against the untiled calls: the operator tile by tile equals the untiled
+one, diffusion tiles of a per-pixel network reproduce the whole image (x_T and the step noise by
+position), one tile is the untiled call, and small tiles of the UNet agree with it, no tile
+border showing in the difference."""
 
 import dataclasses
 
@@ -9,12 +11,15 @@ import numpy as np
 import pytest
 
 from conftest import load_fixture, max_abs_diff
-from neurop_jax.inference import tiles as tiling
-from neurop_jax.io.images import to_uint8
-from neurop_jax.inference.api import compute_prior, default_schedule, prior_only, sample_conditioned
-from neurop_jax.models import make_model
 from neurop_jax.diffusion.formulation import Formulation
-from neurop_jax.inference.tiled import UNetDenoiser, encoder_radius, super_resolve_tiled, tiled_sample
+from neurop_jax.diffusion.samplers import Sampling
+from neurop_jax.inference import tiles as tiling
+from neurop_jax.inference.api import prior_only, sample_image, super_resolve
+from neurop_jax.inference.run import Run, paper_schedule
+from neurop_jax.inference.tiled import (encoder_radius, prior_only_tiled, sample_strips,
+                                        super_resolve_tiled)
+from neurop_jax.io.images import to_uint8
+from neurop_jax.models import make_model
 
 LR_HW, OUT_HW, TILE = (23, 31), (61, 83), 24  # scale ~2.65, 3 x 4 tiles, the last ones shifted
 
@@ -54,58 +59,79 @@ def test_encoder_radius_is_the_receptive_field():
 
 def test_tiled_operator_equals_untiled_everywhere():
   fx = load_fixture("micro")
-  model, lr = make_model(fx.cfg), _lr()
-  whole = np.asarray(prior_only(model, fx.params, lr[None], out_shape=OUT_HW))[0]
-  tiled = super_resolve_tiled(model, fx.params, lr, OUT_HW, prior_only=True, tile=TILE,
-                              progress=False)
-  assert tiled.shape == (*OUT_HW, 3) and tiled.dtype == np.float32
+  run, lr = Run(make_model(fx.cfg), fx.params), _lr()[None]
+  whole = np.asarray(prior_only(run, lr, out_shape=OUT_HW))
+  tiled = prior_only_tiled(run, lr, out_shape=OUT_HW, tile=TILE, progress=False)
+  assert tiled.shape == (1, *OUT_HW, 3) and tiled.dtype == np.float32
   assert max_abs_diff(tiled, whole) < 2e-6
-  _assert_no_seam(np.abs(tiled - whole), TILE)
-  as_uint8 = super_resolve_tiled(model, fx.params, lr, OUT_HW, prior_only=True, tile=TILE,
-                                 dtype=np.uint8, progress=False)
+  as_uint8 = prior_only_tiled(run, lr, out_shape=OUT_HW, tile=TILE, dtype=np.uint8,
+                              progress=False)
   assert np.abs(as_uint8.astype(int) - to_uint8(whole).astype(int)).max() <= 1
 
 
 @dataclasses.dataclass(frozen=True)
 class PointwiseDenoiser:
-  """A per-pixel noise predictor: tiles of it compute exactly what the whole image would."""
+  """A per-pixel network: tiles of it compute exactly what the whole image would."""
 
   def __call__(self, params, x_t, noise_level, prior):
     return params * (x_t - prior * noise_level[:, None, None, None])
 
 
-def _untiled(denoise, params, prior, rng, formulation=Formulation(), **options):
-  """The whole image sampled at once from the same noise field as the tiles: [0, 1]."""
-  x_T = tiling.position_noise(jax.random.fold_in(rng, 0), np.zeros(2, np.int32), prior.shape[:2])
-  net_fn = lambda x, g: denoise(params, x, g, prior[None])
-  image = sample_conditioned(net_fn, prior[None], x_T, jax.random.fold_in(rng, 1),
-                             schedule=default_schedule(), formulation=formulation, **options)
-  return np.asarray(jnp.clip((image[0] + 1) / 2, 0, 1))
+def _whole(denoise, params, prior, key, sampling, formulation):
+  """The whole image sampled at once (``api.sample_image``, origin 0): ``(H, W, C)`` in [0, 1]."""
+  return np.asarray(sample_image(denoise, params, jnp.asarray(prior)[None], key,
+                                 jnp.float32(sampling.eta), paper_schedule(),
+                                 sampler=sampling.sampler, timesteps=sampling.timesteps(
+                                     paper_schedule()), formulation=formulation))[0]
 
 
+@pytest.mark.parametrize("sampling", [Sampling("ddim", 4), Sampling("ddpm", 4),
+                                      Sampling("ddim", 4, eta=1.0)])
 @pytest.mark.parametrize("formulation", [Formulation(), Formulation("x0", "residual", 4.0),
                                          Formulation("v", "image"), Formulation("eps", "residual")])
-def test_tiled_sample_pointwise_equals_untiled(formulation):
+def test_tiled_sample_pointwise_equals_untiled(formulation, sampling):
+  """With a per-pixel network the tiles must reproduce the whole image exactly: x_T and, for DDPM
+  and DDIM with eta > 0, every step's noise come from the same position field in every tile."""
   prior = np.random.default_rng(1).uniform(-1, 1, (70, 90, 3)).astype(np.float32)
-  rng, params = jax.random.key(5), jnp.float32(0.3)
+  key, params = jax.random.key(5), jnp.float32(0.3)
   region = lambda o, shape: prior[o[0]:o[0] + shape[0], o[1]:o[1] + shape[1]]
-  options = dict(sampler="ddim", steps=4, skip="uniform")
-  tiled = tiled_sample(PointwiseDenoiser(), params, region, prior.shape[:2], rng=rng,
-                       schedule=default_schedule(), tile=32, overlap=8, formulation=formulation,
-                       progress=False, **options)
-  whole = _untiled(PointwiseDenoiser(), params, jnp.asarray(prior), rng, formulation, **options)
+  strips = sample_strips(PointwiseDenoiser(), params, region, prior.shape[:2], keys=key[None],
+                         schedule=paper_schedule(), sampling=sampling, formulation=formulation,
+                         tile=32, overlap=8, progress=False)
+  tiled = np.concatenate([strip[0] for _, strip in strips], axis=0)
+  whole = _whole(PointwiseDenoiser(), params, prior, key, sampling, formulation)
   assert max_abs_diff(tiled, whole) < 1e-5
   assert np.std(whole) > 0.05  # an image, not a constant
 
 
-def test_tiled_diffusion_has_no_seam():
+@pytest.mark.parametrize("sampler, samples", [("ddpm", None), ("ddim", 2)])
+def test_one_tile_is_the_untiled_call(sampler, samples):
+  """A tile that holds the whole output runs what ``super_resolve`` runs: equal outputs."""
   fx = load_fixture("micro")
-  model, lr = make_model(fx.cfg), _lr((24, 28))
-  out_hw, tile, overlap, rng = (64, 72), 32, 8, jax.random.key(2)
-  options = dict(sampler="dpm_solver_pp", steps=3, skip="logsnr")
-  tiled = super_resolve_tiled(model, fx.params, lr, out_hw, rng=rng, schedule=default_schedule(),
-                              tile=tile, overlap=overlap, progress=False, **options)
-  prior = compute_prior(model, fx.params, jnp.asarray(lr)[None], out_hw)[0]
-  whole = _untiled(UNetDenoiser(model), fx.params, prior, rng, **options)
+  run, lr = Run(make_model(fx.cfg), fx.params), _lr((12, 14))[None]
+  options = dict(out_shape=(30, 36), rng=jax.random.key(2), sampler=sampler, steps=3,
+                 samples=samples)
+  tiled = super_resolve_tiled(run, lr, tile=64, progress=False, **options)
+  whole = super_resolve(run, lr, **options)
+  for a, b in zip(*(((x,) if samples is None else x) for x in (tiled, whole))):
+    assert max_abs_diff(a, b) < 1e-4  # the tiled prior sums k^T v in float64
+
+
+def test_tiled_diffusion_is_the_untiled_one_without_seams():
+  """Small tiles of the UNet against the untiled call with the same key: the outputs agree (the
+  UNet's GroupNorm and attention see one tile, so not exactly) and the difference is no larger
+  at the tile borders than inside the tiles."""
+  fx = load_fixture("micro")
+  run, lr = Run(make_model(fx.cfg), fx.params), _lr((24, 28))[None]
+  out_hw, tile, overlap = (64, 72), 32, 8
+  options = dict(out_shape=out_hw, rng=jax.random.key(2), sampler="dpm_solver_pp", steps=3)
+  tiled = super_resolve_tiled(run, lr, tile=tile, overlap=overlap, progress=False, **options)[0]
+  whole = np.asarray(super_resolve(run, lr, **options))[0]
   assert tiled.shape == (*out_hw, 3) and 0 <= tiled.min() and tiled.max() <= 1
-  _assert_no_seam(np.abs(tiled - whole), tile, overlap)
+  err = np.abs(tiled - whole)
+  unrelated = np.abs(np.asarray(super_resolve(run, lr, **dict(options, rng=jax.random.key(3))))[0]
+                     - whole).mean()
+  print(f"tiled vs untiled: mean {err.mean():.4f} (another key: {unrelated:.4f}), pixels off by "
+        f"more than 0.1: {(err > 0.1).mean():.3f}")
+  assert err.mean() < 0.15 * unrelated and (err > 0.1).mean() < 0.12
+  _assert_no_seam(err, tile, overlap)

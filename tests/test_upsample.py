@@ -16,6 +16,7 @@ from conftest import FIXTURE_DIRS, load_fixture
 from neurop_jax.models.convert import read_state_dict
 from neurop_jax.io.images import read_image, write_image
 from neurop_jax.inference.api import prior_only
+from neurop_jax.inference.run import Run
 from neurop_jax.models import make_model
 from neurop_jax.upsample import main
 
@@ -59,12 +60,12 @@ def test_prior_only_png_jpeg_geotiff(tmp_path, png, checkpoints, capsys):
   assert status == 0, io.err
   names = ["scene_x2.png", "photo_x2.jpg", "field_x2.tif"]
   assert sorted(p.name for p in out.iterdir()) == sorted(names)
-  model, params = make_model(load_fixture("micro").cfg), load_fixture("micro").params
+  run = Run(make_model(load_fixture("micro").cfg), load_fixture("micro").params)
   for name, source in zip(names, (png, jpg, geo)):
     result = read_image(out / name)
     assert result.shape == (2 * HW[0], 2 * HW[1], 3)
     if not name.endswith(".jpg"):  # the PNG and the GeoTIFF (read a window at a time)
-      expected = prior_only(model, params, read_image(source)[None], scale=2)[0]
+      expected = prior_only(run, read_image(source)[None], scale=2)[0]
       assert np.abs(result - np.asarray(expected)).max() <= 1 / 255 + 1e-6
   with rasterio.open(geo) as src, rasterio.open(out / "field_x2.tif") as sr:
     assert sr.crs == src.crs

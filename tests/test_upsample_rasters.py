@@ -18,6 +18,7 @@ from test_rasters import make_raster  # noqa: E402
 
 from neurop_jax.models.coords import make_cell, make_coord  # noqa: E402
 from neurop_jax.cli.upsampling import upsample  # noqa: E402
+from neurop_jax.inference.run import Run  # noqa: E402
 from neurop_jax.models import make_model, model_config  # noqa: E402
 
 LR_HW = (24, 20)
@@ -77,7 +78,7 @@ def test_prior_only_round_trips_a_raster(tmp_path, case):
   source.parent.mkdir()
   valid = make_scene(source, dtype, bands, constant, mask_kind, nodata_value)
   model, params = zero_head_model(bands)
-  [out] = upsample([source], tmp_path / "out", scale=SCALE, model=model, params=params,
+  [out] = upsample([source], tmp_path / "out", scale=SCALE, run=Run(model, params),
                    prior_only=True, values=mapping, progress=False)
   assert out.name == "scene_x2.5.tif"
   assert cogeo.cog_validate(out)[0], cogeo.cog_validate(out)
@@ -114,7 +115,7 @@ def test_samples_write_the_mean_and_the_spread(tmp_path):
   source = tmp_path / "scene.tif"
   valid = make_scene(source, np.uint16, 4, 1234, "nodata", 0)
   model, params = zero_head_model(4)
-  options = dict(scale=2, model=model, params=params, values="0:10000", sampler="ddim", steps=3,
+  options = dict(scale=2, run=Run(model, params), values="0:10000", sampler="ddim", steps=3,
                  progress=False, tile=32, overlap=8)
   mean_path, std_path = upsample([source], tmp_path / "k3", samples=3, **options)
   assert std_path.name == "scene_x2_std.tif"

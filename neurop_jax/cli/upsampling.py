@@ -44,7 +44,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from neurop_jax.errors import InputError
-from neurop_jax.inference.api import image_key, output_size
+from neurop_jax.inference.api import output_size
 from neurop_jax.inference.run import Run, load_run, run_from_checkpoint
 from neurop_jax.inference.tiled import super_resolve_regions
 from neurop_jax.io import nodata, rasters, values
@@ -80,19 +80,13 @@ def check_scale(scale: float) -> None:
 
 def _output_hw(in_hw: tuple[int, int], scale: float | None,
                size: tuple[int, int] | None) -> tuple[int, int]:
-  """The output ``(H, W)``: ``round(side * scale)`` or ``size`` (``api.output_size``), each
-  axis's factor checked against ``SCALE_RANGE``."""
+  """The output ``(H, W)`` (``api.output_size``: ``round(side * scale)``, or ``size``), the
+  factor of each axis checked against ``SCALE_RANGE`` first."""
   if (scale is None) == (size is None):
     raise InputError("give exactly one of --scale and --size")
-  if scale is not None:
-    check_scale(scale)
-  try:
-    out_hw = output_size((1, *in_hw, 1), scale=scale, out_shape=size)
-  except ValueError as err:
-    raise InputError(f"--size {size[0]}x{size[1]}: {err}") from err
-  for n, m in zip(in_hw, out_hw):
-    check_scale(m / n if size is not None else scale)
-  return out_hw
+  for factor in ([scale] if size is None else [m / n for n, m in zip(in_hw, size)]):
+    check_scale(factor)
+  return output_size((1, *in_hw, 1), scale=scale, out_shape=size)
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -292,9 +286,9 @@ def upsample(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
   run = open_run(run, workdir, checkpoint, model_preset)
   if not prior_only and not run.has_unet:
     raise InputError("the checkpoint has no diffusion UNet (stage 1 only): use --prior-only")
+  if steps is not None and not 1 <= steps <= run.schedule.num_timesteps:
+    raise InputError(f"--steps must be in [1, {run.schedule.num_timesteps}], got {steps}")
   sampling = run.sampling_for(sampler, steps, skip)
-  if sampling.steps > run.schedule.num_timesteps:
-    raise InputError(f"--steps must be in [1, {run.schedule.num_timesteps}], got {sampling.steps}")
   bands = rasters.parse_bands(run.bands) if bands is None else tuple(bands)
   plans = [plan_input(path, scale, size, run.channels, bands, values, run.value_mapping)
            for path in paths]
@@ -308,11 +302,10 @@ def upsample(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
           f"upsample ({sampling.sampler}, {sampling.steps} steps)")
   for index, (plan, target) in enumerate(tqdm(list(zip(plans, targets)), desc=desc,
                                               disable=not progress)):
-    rng = image_key(jax.random.fold_in(key, index), 0)  # as super_resolve_tiled(lr[None]) does
     regions = lambda lr: super_resolve_regions(
-        run, lr, plan.out_hw, prior_only=prior_only, rng=rng, sampler=sampling.sampler,
-        steps=sampling.steps, skip=sampling.skip, eta=sampling.eta, samples=samples, tile=tile,
-        overlap=overlap, progress=progress)
+        run, lr, plan.out_hw, prior_only=prior_only, rng=jax.random.fold_in(key, index),
+        sampler=sampling.sampler, steps=sampling.steps, skip=sampling.skip, eta=sampling.eta,
+        samples=samples, tile=tile, overlap=overlap, progress=progress)
     std_target = None if samples is None else output_path(plan.path, out_dir, scale, size, "_std")
     if plan.raster is not None:
       _write_raster(plan, regions, target, std_target, cog)

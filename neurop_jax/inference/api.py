@@ -28,7 +28,8 @@ before the call), raw uint32 keys vs typed keys (both are passed on as typed key
 
 Sampling follows the paper: x_T ~ N(0, 1) of the HR shape from ``fold_in(rng, 0)``, the sampler's
 own randomness from ``fold_in(rng, 1)``; the final [-1, 1] sample is clipped and mapped to [0, 1].
-``samples=K`` draws K samples with the keys ``jax.random.split(rng, K)`` in one program and returns
+Image b of a batch draws from ``image_key(rng, b) = fold_in(rng, b)``; ``samples=K`` draws K samples
+in one program, draw d as the call with ``rng=split(rng, K)[d]`` would (``draw_keys``), and returns
 their per-pixel mean and standard deviation.
 """
 
@@ -139,7 +140,8 @@ def check_images(lr: jax.Array | np.ndarray, channels: int = 3) -> None:
   if isinstance(lr, jax.core.Tracer):
     return
   if isinstance(lr, jax.Array):
-    bad, lo, hi = (float(v) for v in jax.device_get(_value_summary(lr)))
+    with jax.ensure_compile_time_eval():  # concrete even inside a caller's jit
+      bad, lo, hi = (float(v) for v in jax.device_get(_value_summary(lr)))
   else:
     finite = np.isfinite(lr)
     bad = float(lr.size - finite.sum())
@@ -188,9 +190,8 @@ def sample_given_prior(model: NeurOpDiff, params: dict, prior: jax.Array, x_T: j
 
 
 def image_key(rng: jax.Array, index: int | jax.Array) -> jax.Array:
-  """The key of image ``index`` of a batch (and of file ``index`` of ``upsample``):
-  ``fold_in(rng, index)``. Every entry point draws an image's noise from its key alone, so an
-  image gives the same output alone or in a batch, untiled or tiled."""
+  """The key of image ``index`` of a batch: ``fold_in(rng, index)``. Every entry point draws an
+  image's noise from its key alone, so an image gives the same output untiled or tiled."""
   return jax.random.fold_in(rng, index)
 
 
@@ -239,15 +240,14 @@ def _super_resolve(model: NeurOpDiff, params: dict, lr: jax.Array, rng: jax.Arra
                    sampler: str, timesteps: tuple[int, ...], formulation: Formulation,
                    samples: int | None) -> jax.Array:
   """The pure, jitted body of ``super_resolve``: ``lr`` (B, h, w, C) [0, 1] -> draws (B, K, H, W,
-  C) in [0, 1] (K = 1 when ``samples`` is None), image b's from ``image_key(rng, b)``."""
-  def image(lr_b, key_b):
+  C) in [0, 1] (K = 1 when ``samples`` is None), with the keys ``draw_keys(rng, samples, b)``."""
+  def image(lr_b, index):
     prior = compute_prior(model, params, lr_b[None], out_shape)
     draw = lambda key: sample_image(UNetDenoiser(model), params, prior, key, eta, schedule,
                                     sampler=sampler, timesteps=timesteps,
                                     formulation=formulation)[0]
-    return jax.vmap(draw)(sample_keys(key_b, samples))
-  keys = jax.vmap(lambda b: image_key(rng, b))(jnp.arange(lr.shape[0]))
-  return jax.vmap(image)(lr, keys)
+    return jax.vmap(draw)(draw_keys(rng, samples, index))
+  return jax.vmap(image)(lr, jnp.arange(lr.shape[0]))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "out_shape"))
@@ -256,15 +256,23 @@ def _prior_only(model: NeurOpDiff, params: dict, lr: jax.Array, *,
   return to_unit(compute_prior(model, params, lr, out_shape))
 
 
-def sample_keys(rng: jax.Array, samples: int | None) -> jax.Array:
-  """The keys of the draws: ``(1,)`` holding ``rng`` itself for one sample (``samples`` None),
-  else ``samples`` keys split from it. ``rng`` typed or raw; the keys are typed."""
-  rng = _typed_key(rng)
-  if samples is None:
-    return rng[None]
-  if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+def check_samples(samples: int | None) -> None:
+  """Raise ValueError unless ``samples`` is None (one draw) or an integer >= 1."""
+  if samples is not None and (isinstance(samples, bool) or
+                              not isinstance(samples, (int, np.integer)) or samples < 1):
     raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
-  return jax.random.split(rng, samples)
+
+
+def draw_keys(rng: jax.Array, samples: int | None, index: int | jax.Array = 0) -> jax.Array:
+  """The keys of the draws of image ``index`` of a batch: ``(K,)`` typed keys.
+
+  Draw d's key is ``image_key(keys[d], index)`` with ``keys = split(rng, samples)``, or ``rng``
+  itself for one draw (``samples`` None): draw d of a call with ``samples`` is the single draw of
+  the same call with ``rng=split(rng, samples)[d]``.
+  """
+  rng = _typed_key(rng)
+  keys = rng[None] if samples is None else jax.random.split(rng, samples)
+  return jax.vmap(lambda key: image_key(key, index))(keys)
 
 
 def _diffusion_options(run: Run, sampler: str | None, steps: int | None, skip: str | None,
@@ -300,7 +308,8 @@ def super_resolve(run: Run, lr: jax.Array, *, scale: float | None = None,
     skip: the timestep spacing ('uniform', 'quad', 'logsnr'); None: the run's for its own sampler,
       else the sampler's (``DEFAULT_SKIP``).
     eta: DDIM stochasticity, 0 = deterministic given x_T (the paper); 'ddim' only.
-    samples: K draws in one program (keys ``split(rng, K)``): the result is then ``(mean, std)``.
+    samples: K draws in one program (draw d as with ``rng=split(rng, K)[d]``): the result is
+      then ``(mean, std)``.
     params: parameters to use instead of ``run.params`` (same structure).
 
   Returns:
@@ -316,7 +325,7 @@ def super_resolve(run: Run, lr: jax.Array, *, scale: float | None = None,
   out_shape = untiled_output_size(lr.shape, scale=scale, out_shape=out_shape)
   options = _diffusion_options(run, sampler, steps, skip, eta)
   params = run.params if params is None else params
-  sample_keys(rng, samples)  # checks samples before the program is built
+  check_samples(samples)
   draws = _super_resolve(run.model, params, jnp.asarray(lr, jnp.float32), _typed_key(rng),
                          options["eta"], run.schedule, out_shape=out_shape, samples=samples,
                          **options["static"])

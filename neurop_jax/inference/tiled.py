@@ -41,10 +41,10 @@ from neurop_jax.diffusion.samplers import Sampling
 from neurop_jax.diffusion.schedule import Schedule
 from neurop_jax.inference import tiles
 from neurop_jax.inference.api import (DenoiseFn, UNetDenoiser, check_images, check_layout,
-                                      image_key, output_size, sample_image, sample_keys)
+                                      check_samples, draw_keys, output_size, sample_image)
 from neurop_jax.inference.run import Run
 from neurop_jax.io.images import to_uint8
-from neurop_jax.models import NeuralOperator, NeurOpDiff, from_unit, to_unit
+from neurop_jax.models import NeuralOperator, from_unit, to_unit
 from neurop_jax.models.coords import axis_centres, make_cell
 from neurop_jax.models.edsr import make_encoder
 
@@ -199,9 +199,8 @@ def _sample_tile(denoise: DenoiseFn, params: Any, prior: jax.Array, origin: jax.
 
 
 def sample_strips(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple[int, int], *,
-                  rng: jax.Array, schedule: Schedule, sampling: Sampling = Sampling(),
-                  formulation: Formulation = Formulation(), samples: int | None = None,
-                  tile: int = 256, overlap: int = 32,
+                  keys: jax.Array, schedule: Schedule, sampling: Sampling = Sampling(),
+                  formulation: Formulation = Formulation(), tile: int = 256, overlap: int = 32,
                   progress: bool = True) -> Iterator[tuple[int, np.ndarray]]:
   """Diffusion sampling tile by tile, blended, as finished row strips ``(y0, strip)``.
 
@@ -209,9 +208,8 @@ def sample_strips(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple
   the noise fields (x_T and each step's noise, see ``_sample_tile``) conditioned on its part of
   the prior; the results are blended with ``tiles.blend_weights`` (sum one). A strip is yielded
   once no later tile row reaches it, so only about two tile rows of the output are held:
-  ``strip`` is float32 ``(K, rows, W, C)`` in [0, 1], K = ``samples`` draws (1 when None) made in
-  one program (vmapped over the keys of ``api.sample_keys``); the strips cover the output rows in
-  order.
+  ``strip`` is float32 ``(K, rows, W, C)`` in [0, 1], one draw per key of ``keys`` made in one
+  program (vmapped); the strips cover the output rows in order.
 
   Args:
     denoise: ``(params, x_t (1, h, w, C), g (1,), prior (1, h, w, C)) -> output`` (what
@@ -219,11 +217,10 @@ def sample_strips(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple
     params: its parameters.
     prior: ``(origin, shape) -> (h, w, C)`` the prior on a region, [-1, 1] scale.
     out_hw: the output size ``(H, W)``.
-    rng: a PRNG key.
+    keys: ``(K,)`` the keys of the draws (``api.draw_keys``).
     schedule: the noise schedule.
     sampling: the sampler, steps, spacing and eta (the paper's by default).
     formulation: what ``denoise`` predicts and where it diffuses (the paper's by default).
-    samples: the number of draws, or None for one draw with ``rng`` itself.
     tile, overlap: the tile side and the overlap of neighbouring tiles, in output pixels.
     progress: show a tqdm bar.
   """
@@ -232,7 +229,6 @@ def sample_strips(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple
   shape = (rows.tile, cols.tile)
   row_w, col_w = tiles.blend_weights(rows, overlap), tiles.blend_weights(cols, overlap)
   timesteps = sampling.timesteps(schedule)
-  keys = sample_keys(rng, samples)
   bar = tqdm(total=len(rows) * len(cols), desc="diffusion tiles", disable=not progress,
              leave=False)
   done, strip = 0, None
@@ -259,7 +255,7 @@ def sample_strips(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple
 
 
 def super_resolve_regions(run: Run, image: np.ndarray, out_hw: tuple[int, int], *,
-                          prior_only: bool = False, rng: jax.Array | None = None,
+                          prior_only: bool = False, rng: jax.Array | None = None, index: int = 0,
                           sampler: str | None = None, steps: int | None = None,
                           skip: str | None = None, eta: float | None = None,
                           samples: int | None = None, tile: int = 256, overlap: int = 32,
@@ -274,7 +270,8 @@ def super_resolve_regions(run: Run, image: np.ndarray, out_hw: tuple[int, int], 
   ``prior_only`` or ``samples`` None.
   What is held at a time: the input (``image`` ``(h, w, C)`` in [0, 1], or a ``UnitView``, see
   ``TiledOperator``), one tile row of the output (``samples`` draws of it) and one tile's
-  activations. Other arguments as ``super_resolve_tiled``; ``out_hw`` is the output ``(H, W)``.
+  activations. ``out_hw`` is the output ``(H, W)``; ``index`` the image's index in its batch (its
+  draws use ``api.draw_keys(rng, samples, index)``); other arguments as ``super_resolve_tiled``.
   """
   if isinstance(image, (np.ndarray, jax.Array)):
     check_images(image[None], run.channels)
@@ -282,7 +279,7 @@ def super_resolve_regions(run: Run, image: np.ndarray, out_hw: tuple[int, int], 
     check_layout((1, *image.shape), image.dtype, run.channels)
   out_hw = output_size((1, *image.shape), out_shape=out_hw)
   params = run.params if params is None else params
-  sampling = None if prior_only else _tiled_sampling(run, rng, sampler, steps, skip, eta)
+  sampling = None if prior_only else _tiled_sampling(run, rng, sampler, steps, skip, eta, samples)
   operator = TiledOperator(run.model.operator, {"params": params["params"]["operator"]}, image,
                            out_hw, tile, progress)
   if prior_only:
@@ -291,20 +288,22 @@ def super_resolve_regions(run: Run, image: np.ndarray, out_hw: tuple[int, int], 
     return
   kvs = operator.kv_sums()
   render = lambda origin, shape: operator.render(origin, shape, kvs)
-  for y0, strip in sample_strips(UNetDenoiser(run.model), params, render, out_hw, rng=rng,
+  keys = draw_keys(rng, samples, index)
+  for y0, strip in sample_strips(UNetDenoiser(run.model), params, render, out_hw, keys=keys,
                                  schedule=run.schedule, sampling=sampling,
-                                 formulation=run.formulation, samples=samples, tile=tile,
-                                 overlap=overlap, progress=progress):
+                                 formulation=run.formulation, tile=tile, overlap=overlap,
+                                 progress=progress):
     yield (y0, 0), strip.mean(axis=0), None if samples is None else strip.std(axis=0)
 
 
 def _tiled_sampling(run: Run, rng: jax.Array | None, sampler: str | None, steps: int | None,
-                    skip: str | None, eta: float | None) -> Sampling:
+                    skip: str | None, eta: float | None, samples: int | None) -> Sampling:
   """The sampling of a tiled diffusion call (the run's defaults under the caller's), checked."""
   if not run.has_unet:
     raise ValueError("the run has no diffusion UNet (stage 1 only): use prior_only_tiled")
   if rng is None:
     raise ValueError("diffusion needs rng, a PRNG key (e.g. rng=jax.random.key(0))")
+  check_samples(samples)
   return run.sampling_for(sampler, steps, skip, eta)
 
 
@@ -338,7 +337,8 @@ def super_resolve_tiled(run: Run, lr: np.ndarray, *, scale: float | None = None,
     run, scale, out_shape, sampler, steps, skip, eta, samples, params: as ``super_resolve``
       (the run's defaults unless given).
     lr: ``(B, h, w, C)`` float in [0, 1]; the images are super-resolved one after the other.
-    rng: a PRNG key; image ``b`` of the batch draws from ``api.image_key(rng, b)``, as there.
+    rng: a PRNG key; image ``b`` of the batch draws with ``api.draw_keys(rng, samples, b)``, as
+      ``super_resolve`` does.
     tile, overlap: tile side and diffusion-tile overlap, in output pixels.
     dtype: np.float32 ([0, 1]) or np.uint8 output (of the mean; the std stays float32).
     progress: show tqdm bars.
@@ -349,9 +349,9 @@ def super_resolve_tiled(run: Run, lr: np.ndarray, *, scale: float | None = None,
   Raises:
     ValueError: as ``super_resolve``, but for the size bound.
   """
-  sampling = _tiled_sampling(run, rng, sampler, steps, skip, eta)
+  sampling = _tiled_sampling(run, rng, sampler, steps, skip, eta, samples)
   regions = lambda image, out_hw, b: super_resolve_regions(
-      run, image, out_hw, rng=image_key(rng, b), sampler=sampling.sampler,
+      run, image, out_hw, rng=rng, index=b, sampler=sampling.sampler,
       steps=sampling.steps, skip=sampling.skip, eta=sampling.eta, samples=samples, tile=tile,
       overlap=overlap, params=params, progress=progress)
   return _gather(run, lr, scale, out_shape, dtype, regions)

@@ -210,14 +210,16 @@ def _convert(state: Mapping[str, np.ndarray], template: Mapping[str, Any], rules
 
 
 def _operator_template(cfg: ml_collections.ConfigDict):
-  lr = jnp.zeros((1, 4, 4, 3))
+  """The operator's parameter shapes, for ``cfg.channels`` input and output bands."""
+  lr = jnp.zeros((1, 4, 4, cfg.get("channels", 3)))
   coord, cell = jnp.asarray(make_coord((8, 8)))[None], jnp.asarray(make_cell((8, 8)))[None]
   return jax.eval_shape(lambda: make_operator(cfg).init(jax.random.key(0), lr, coord, cell))
 
 
 def _unet_template(cfg: ml_collections.ConfigDict):
+  """The UNet's parameter shapes; its input is x_t and the prior concatenated, 2 * channels."""
   size = 2 ** (len(cfg.unet.channel_mults) - 1)
-  x, g = jnp.zeros((1, size, size, 6)), jnp.ones((1,))
+  x, g = jnp.zeros((1, size, size, 2 * cfg.get("channels", 3))), jnp.ones((1,))
   return jax.eval_shape(lambda: make_unet(cfg).init(jax.random.key(0), x, g))
 
 
@@ -235,9 +237,10 @@ def convert_unet(state: Mapping[str, np.ndarray], cfg: ml_collections.ConfigDict
 
 def convert_checkpoint(source: str | os.PathLike | Mapping[str, Any] | list,
                        cfg: ml_collections.ConfigDict) -> dict:
-  """Parameters from an original checkpoint: ``{'operator': ..., 'unet': ...}``.
+  """Parameters from an original checkpoint, usable as they are: ``{'params': {'operator': ...,
+  'unet': ...}}`` (``Run(make_model(cfg), params)``, ``model.apply(params, ...)``).
 
-  ``'unet'`` is absent for an SRNO-only checkpoint and ``'operator'`` for a bare UNet state dict.
+  'unet' is absent for an SRNO-only checkpoint and 'operator' for a bare UNet state dict.
   ``source`` is a file path or a mapping; see the module docstring for the structures accepted.
   """
   obj = _load(source)
@@ -246,8 +249,8 @@ def convert_checkpoint(source: str | os.PathLike | Mapping[str, Any] | list,
   if not any(k.startswith(("srno.", "Unet.")) for k in state):
     unet_keys = sum(k.split(".", 1)[0] in _UNET_MODULES for k in state)
     if unet_keys > len(state) / 2:
-      return {"unet": convert_unet(state, cfg)}
-    return {"operator": convert_operator(state, cfg)}
+      return {"params": {"unet": convert_unet(state, cfg)["params"]}}
+    return {"params": {"operator": convert_operator(state, cfg)["params"]}}
   parts = {"srno.": {}, "Unet.": {}}
   stray = []
   for key, value in state.items():
@@ -260,5 +263,5 @@ def convert_checkpoint(source: str | os.PathLike | Mapping[str, Any] | list,
     raise CheckpointMismatchError(
         "a diffusion checkpoint holds only srno.* and Unet.* names; unexpected "
         + _some(sorted(stray)))
-  return {"operator": convert_operator(parts["srno."], cfg),
-          "unet": convert_unet(parts["Unet."], cfg)}
+  return {"params": {"operator": convert_operator(parts["srno."], cfg)["params"],
+                     "unet": convert_unet(parts["Unet."], cfg)["params"]}}
