@@ -13,13 +13,11 @@ Packages: ``models`` (Flax modules, coordinates, the converter of original check
 calls), ``training``, ``evaluation`` and ``cli`` (the commands).
 """
 
-from __future__ import annotations
-
-import importlib
+from neurop_jax._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "Run": "neurop_jax.inference.run",
     "load_run": "neurop_jax.inference.run",
     "run_from_checkpoint": "neurop_jax.inference.run",
@@ -37,17 +35,4 @@ _EXPORTS = {
     "evaluate": "neurop_jax.evaluation.evaluate",
     "upsample": "neurop_jax.cli.upsampling",
     "InputError": "neurop_jax.errors",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-  if name not in _EXPORTS:
-    raise AttributeError(f"module 'neurop_jax' has no attribute {name!r}")
-  value = getattr(importlib.import_module(_EXPORTS[name]), name)
-  globals()[name] = value
-  return value
-
-
-def __dir__() -> list[str]:
-  return sorted(list(globals()) + __all__)
+})

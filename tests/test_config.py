@@ -1,6 +1,8 @@
 """The training configs: suffixes, the paper's hyper-parameters, locked fields."""
 
 import pathlib
+import subprocess
+import sys
 
 import pytest
 from absl import flags
@@ -61,3 +63,28 @@ def test_quickstart_test_variant_is_micro():
 def test_typo_names_the_field():
   with pytest.raises((AttributeError, KeyError), match="num_steps"):
     _load("quickstart.py", "--config.operator.num_stepz=3")
+
+
+@pytest.mark.parametrize("name", ["ucm", "aid", "rsscn7"])
+def test_paper_configs_validate_with_the_papers_sampler_and_keep_the_best_by_lpips(name):
+  """The paper samples with DDIM, 50 uniform steps: its configs validate so, which is also what
+  a trained run gives every entry point by default. Stage 2's best checkpoint is by LPIPS."""
+  config = _load(f"{name}.py")
+  diffusion = config.diffusion
+  assert (diffusion.val_sampler, diffusion.val_steps, diffusion.val_skip) == ("ddim", 50, "uniform")
+  assert (diffusion.best_metric, diffusion.best_mode) == ("lpips", "min")
+  assert (config.operator.best_metric, config.operator.best_mode) == ("psnr", "max")
+
+
+def test_loading_a_config_starts_no_stack():
+  """A config is plain ml_collections: loading one imports neither JAX nor the evaluation,
+  inference or training code (a fresh interpreter, since this one has them all)."""
+  code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('c', "
+          f"{str(CONFIGS / 'ucm.py')!r}); module = importlib.util.module_from_spec(spec); "
+          "spec.loader.exec_module(module); module.get_config(); print(' '.join(sorted(sys.modules)))")
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  loaded = set(done.stdout.split())
+  assert "neurop_jax.training.config" in loaded
+  heavy = {"jax", "flax", "orbax", "grain", "tensorflow_datasets", "neurop_jax.evaluation.evaluate",
+           "neurop_jax.inference", "neurop_jax.training.loop", "neurop_jax.models.neurop_diff"}
+  assert not heavy & loaded, heavy & loaded

@@ -1,18 +1,29 @@
-"""Input data: image files, the PIL-exact degradation, sources and grain pipelines."""
+"""Input data: image files, the PIL-exact degradation, sources and grain pipelines (names load on
+first use)."""
 
-from neurop_jax.data.config import default_data_config
-from neurop_jax.data.degrade import downsample, eval_pair, eval_sizes, lr_size
-from neurop_jax.io.images import decode_image, list_images, read_image, write_image
-from neurop_jax.data.pipelines import (diffusion_dataset, diffusion_pipeline, eval_batches,
-                                       operator_dataset, operator_pipeline)
-from neurop_jax.data.sources import (ImageFolderSource, TfdsSource, build_sources,
-                                     sample_data_path)
-from neurop_jax.data.splits import fraction_split, folder_split, read_split, write_split
+from neurop_jax._lazy import lazy_exports
 
-__all__ = [
-    "ImageFolderSource", "TfdsSource", "build_sources", "decode_image", "default_data_config",
-    "diffusion_dataset", "diffusion_pipeline", "downsample", "eval_batches", "eval_pair",
-    "eval_sizes", "folder_split", "fraction_split", "list_images", "lr_size", "operator_dataset",
-    "operator_pipeline", "read_image", "read_split", "sample_data_path", "write_image",
-    "write_split",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "default_data_config": "neurop_jax.data.config",
+    "downsample": "neurop_jax.data.degrade",
+    "eval_pair": "neurop_jax.data.degrade",
+    "eval_sizes": "neurop_jax.data.degrade",
+    "lr_size": "neurop_jax.data.degrade",
+    "decode_image": "neurop_jax.io.images",
+    "list_images": "neurop_jax.io.images",
+    "read_image": "neurop_jax.io.images",
+    "write_image": "neurop_jax.io.images",
+    "diffusion_dataset": "neurop_jax.data.pipelines",
+    "diffusion_pipeline": "neurop_jax.data.pipelines",
+    "eval_batches": "neurop_jax.data.pipelines",
+    "operator_dataset": "neurop_jax.data.pipelines",
+    "operator_pipeline": "neurop_jax.data.pipelines",
+    "ImageFolderSource": "neurop_jax.data.sources",
+    "TfdsSource": "neurop_jax.data.sources",
+    "build_sources": "neurop_jax.data.sources",
+    "sample_data_path": "neurop_jax.data.sources",
+    "fraction_split": "neurop_jax.data.splits",
+    "folder_split": "neurop_jax.data.splits",
+    "read_split": "neurop_jax.data.splits",
+    "write_split": "neurop_jax.data.splits",
+})
