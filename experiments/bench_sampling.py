@@ -5,16 +5,18 @@
 The paper-size model with random weights (a jitted init), ``--batch`` images of 64x64 -> 256x256
 (``--quick``: the 'micro' model, 16x16 -> 64x64, a smoke run), DDIM with eta = 0, run three ways:
 
-- ``compiled``: ``inference.super_resolve`` under ``jax.jit``, lowered and compiled apart (trace and
-  compile times), then run once (``first_run_s``) and ``--repeats`` times: the prior once and one
-  ``lax.scan`` over the steps, the program ``make_super_resolver`` runs;
+- ``compiled``: ``neurop_jax.super_resolve`` of a ``Run(model, params)`` (the paper's schedule and
+  formulation) under ``jax.jit``, lowered and compiled apart (trace and compile times), then run
+  once (``first_run_s``) and ``--repeats`` times: the prior once and one ``lax.scan`` over the
+  steps, the program ``make_super_resolver`` runs;
 - ``loop_prior_every_step``: as the original, a Python loop calling a jitted step (prior + UNet +
-  DDIM update) ``--steps`` times;
+  DDIM update: ``formulation.split_prediction`` then ``samplers.ddim_update``) ``--steps`` times;
 - ``loop_prior_once``: the jitted prior once, then a jitted step (UNet + DDIM update) ``--steps``
   times.
 
 The loops' steps are compiled before the loop and warmed up with one call; the three start from
-the same x_T and must give the same image (max |diff| recorded). FLOPs are XLA's cost analysis of
+the same x_T (image b's drawn from ``image_key(rng, b)`` as ``super_resolve`` draws it) and must
+give the same image (max |diff| recorded). FLOPs are XLA's cost analysis of
 each compiled program. XLA counts the body of a ``lax.scan`` (a while loop) once, not once per
 iteration (checked on CPU with a scan of 10 matmuls: the count of one); when the compiled
 sampler's count is below half the cross-check (prior + steps x one UNet step, from the other two
@@ -45,9 +47,12 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from neurop_jax.inference import api as inference, samplers
+from neurop_jax.diffusion import samplers
+from neurop_jax.diffusion.formulation import split_prediction
+from neurop_jax.inference import api as inference, tiles
+from neurop_jax.inference.run import Run
+from neurop_jax.models import NeurOpDiff, compute_prior, make_model, model_config
 from neurop_jax.models.coords import make_cell, make_coord
-from neurop_jax.models import NeurOpDiff, make_model, model_config
 from record import write_record
 
 MIB = 2**20
@@ -122,25 +127,30 @@ def main() -> None:
   params = init_params(model, len(cfg.unet.channel_mults))
   lr = jax.random.uniform(jax.random.key(1), (args.batch, lr_size, lr_size, 3))
   rng = jax.random.key(2)
-  schedule = inference.default_schedule()
+  run = Run(model, params)  # the paper's schedule, formulation (eps, image) and DDIM
+  schedule = run.schedule
   t, t_next = samplers.timestep_pairs(samplers.timestep_sequence(schedule, args.steps))
   per_step = list(zip(np.asarray(samplers.noise_level_at(schedule, t)),
                       np.asarray(samplers.alpha_bar_at(schedule, t)),
                       np.asarray(samplers.alpha_bar_at(schedule, t_next))))
-  # x_T as super_resolve draws it, so that the three methods compute the same image.
-  x_T = jax.random.normal(jax.random.fold_in(rng, 0), (args.batch, *out_shape, 3), jnp.float32)
+  # x_T as super_resolve draws it (image b's noise field from image_key(rng, b)), so that the
+  # three methods compute the same image.
+  x_T = jnp.concatenate([
+      tiles.position_noise(jax.random.fold_in(inference.image_key(rng, b), 0),
+                           jnp.zeros(2, jnp.int32), out_shape, 3) for b in range(args.batch)])
   print(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '') or '(none)'}; neurop_jax sets none")
   print(f"{'quick (micro)' if args.quick else 'paper'} model, {args.dtype}, batch {args.batch}, "
         f"{lr_size}x{lr_size} -> {out_shape[0]}x{out_shape[1]}, {len(per_step)} DDIM steps, "
         f"{jax.local_devices()[0].device_kind}")
 
   def prior_fn(params, lr):
-    return inference.compute_prior(model, params, lr, out_shape)
+    return compute_prior(model, params, lr, out_shape)
 
   def ddim_update(params, prior, x, g, a_i, a_j):
     """One DDIM step (eta = 0) of ``x`` ``(B, H, W, 3)`` in the [-1, 1] scale at noise level g."""
     eps = model.apply(params, x, jnp.full((x.shape[0],), g), prior, method=model.denoise)
-    return samplers.ddim_step(x, eps, a_i, a_j, 0.0, jnp.zeros_like(x))[0]
+    x0, eps = split_prediction("eps", eps, x, a_i)
+    return samplers.ddim_update(x0, eps, a_i, a_j, 0.0, jnp.zeros_like(x))
 
   def full_step(params, lr, x, g, a_i, a_j):
     return ddim_update(params, prior_fn(params, lr), x, g, a_i, a_j)
@@ -157,7 +167,8 @@ def main() -> None:
 
   results, images = {}, {}
   sample_fn = lambda params, lr, rng: inference.super_resolve(
-      model, params, lr, out_shape=out_shape, rng=rng, steps=args.steps)
+      run, lr, out_shape=out_shape, rng=rng, sampler="ddim", steps=args.steps, skip="uniform",
+      eta=0.0, params=params)
   compiled, info = compile_timed(sample_fn, params, lr, rng)
   _, first = timed(lambda: compiled(params, lr, rng), 1)
   images["compiled"], timing = timed(lambda: compiled(params, lr, rng), args.repeats)

@@ -2,13 +2,14 @@
 
   python experiments/bench_train.py [--stage both] [--batch N] [--steps N] [--dtype float32]
 
-Times the project's compiled training step (``train_steps.compile_steps`` of ``operator_step`` /
-``diffusion_step``, jitted over the ('data',) mesh with the state donated, one step per call as
-the paper config's ``steps_per_call``) on random batches of the training shapes:
+Times the project's compiled training step (``training.steps.compile_steps`` of
+``operator_step`` / ``diffusion_step``, jitted over the ('data',) mesh with the state donated, one
+step per call as the paper config's ``steps_per_call``) on random batches of the training shapes:
 
   stage 1 (operator): batch 4 of 48x48 LR patches in [0, 1], 48x48 = 2304 query points each.
   stage 2 (diffusion): batch 2 of 256x256 HR in [0, 1]; the frozen prior of a 64x64 LR (x4) is
-    computed per step by ``train_steps.compile_prior``, as training does, and timed with the step.
+    computed per step by ``training.steps.compile_prior``, as training does, and timed with the
+    step.
 
 Beside the steps, the UNet's forward and forward + backward passes (batch 2 at 128x128 and
 256x256) and one 3x3 convolution 64 -> 64 at 256x256 (forward, input gradient, kernel gradient),
@@ -43,16 +44,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neurop_jax.training.config import base_config
-from neurop_jax.models import make_unet, model_config
-from neurop_jax.models.conv import conv2d
 from neurop_jax.diffusion.schedule import schedule_from_config
-from neurop_jax.models import make_model
+from neurop_jax.models import make_model, make_unet, model_config
+from neurop_jax.models.conv import conv2d
+from neurop_jax.models.coords import query_grid
+from neurop_jax.training.config import base_config
 from neurop_jax.training.state import (create_train_state, make_optimizer, step_schedule,
-                                    warmup_schedule)
+                                       warmup_schedule)
 from neurop_jax.training.steps import (batch_sharding, compile_prior, compile_steps, data_mesh,
-                                    diffusion_step, operator_step, query_grid, replicated,
-                                    to_device)
+                                       diffusion_step, operator_step, replicated, to_device)
 from record import write_record
 
 RESULTS = Path(__file__).parent / "results"
@@ -103,7 +103,7 @@ def _random(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def operator_setup(config, model, mesh, batch: int, rng: np.random.Generator):
-  """Stage 1: (params, optimizer, step, batch maker), built as ``train`` builds them."""
+  """Stage 1: (params, optimizer, step, batch maker), built as ``training.loop`` builds them."""
   cfg = config.operator
   schedule = warmup_schedule(cfg.learning_rate, cfg.warmup_multiplier, 1000, 10_000, cfg.decay)
   tx = make_optimizer(cfg, schedule)

@@ -3,21 +3,23 @@
   python experiments/bench_upsample.py [--scene SCENE.png] [--model-preset micro] [--scale 2]
 
 The scene (the 2299x2472 NEON RGB image of ../shared/data) is written once as a GeoTIFF, and once
-tiled 2x2 into one GeoTIFF of four times its pixels. Each run is ``neurop_jax.cli.upsampling.upsample``
-on one of them in a fresh process, so that its peak RSS is its own:
+tiled 2x2 into one GeoTIFF of four times its pixels. Each run is ``neurop_jax.upsample`` (what
+``python -m neurop_jax.upsample`` runs) on one of them in a fresh process, so that its peak RSS is
+its own:
 
 - ``scene``: the scene, the operator alone (``--prior-only``), at ``--scale``;
 - ``scene-2x2``: the 4x larger scene, the same way. Both stream: the input (no mask) is read a
   window at a time (``rasters.WindowReader``) and the output written region by region, so the peak
   memory should not grow with the scene;
 - ``diffusion``: a ``--diffusion-crop`` square of the scene with NeurOp-Diff and ``--sampler`` in
-  ``--steps``, ``--samples`` draws.
+  ``--steps`` (``''`` / 0: the run's own), ``--samples`` draws.
 
 Peak RSS is the kernel's high-water mark (VmHWM): ``setup_peak_rss_mib`` while the model is made,
 ``peak_rss_mib`` during the run (reset just before it). ``output_in_memory_mib`` is what the output
 would take as one array (as before the streaming writer), ``input_mib`` the input in its dtype.
 Random weights of ``--model-preset`` (``micro`` by default, for minutes rather than an hour on a
-2-core CPU; the memory of a tile grows with the model, not with the scene), or ``--workdir``.
+2-core CPU; the memory of a tile grows with the model, not with the scene; ``Run(model, params)``,
+the paper's defaults), or ``--workdir`` (``load_run``: its best checkpoint and its defaults).
 Writes experiments/results/bench_upsample.json.
 """
 
@@ -73,28 +75,26 @@ def run_one(spec: dict) -> dict:
   import numpy as np
   import rasterio
 
+  from neurop_jax import Run, load_run, make_model, model_config, upsample
   from neurop_jax.models.coords import make_cell, make_coord
-  from neurop_jax.cli.upsampling import upsample
-  from neurop_jax.models import make_model, model_config
 
   if spec["workdir"]:
-    from neurop_jax.io.checkpoints import restore_inference_params
-    cfg, params = restore_inference_params(spec["workdir"])
-    model = make_model(cfg)
+    run = load_run(spec["workdir"])  # its best checkpoint, with its sampling defaults
   else:
     model = make_model(model_config(spec["model_preset"]))
     coord, cell = make_coord((16, 16))[None], make_cell((16, 16))[None]
     params = jax.jit(model.init)(jax.random.key(0), np.zeros((1, 16, 16, 3), np.float32),
                                  np.ones((1,), np.float32), np.zeros((1, 8, 8, 3), np.float32),
                                  coord, cell)
+    run = Run(model, params)  # the paper's schedule, formulation and sampling defaults
   with rasterio.open(spec["input"]) as src:
     lr_hw = (src.height, src.width)
   before, setup_peak = _rss_mib("VmRSS"), _rss_mib("VmHWM")
   Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
   start = time.perf_counter()
-  [out, *_] = upsample([spec["input"]], spec["out"], scale=spec["scale"], model=model,
-                       params=params, prior_only=spec["prior_only"], sampler=spec["sampler"],
-                       steps=spec["steps"], samples=spec["samples"], tile=spec["tile"],
+  [out, *_] = upsample([spec["input"]], spec["out"], scale=spec["scale"], run=run,
+                       prior_only=spec["prior_only"], sampler=spec["sampler"] or None,
+                       steps=spec["steps"] or None, samples=spec["samples"], tile=spec["tile"],
                        overlap=spec["overlap"], progress=True)
   seconds = time.perf_counter() - start
   peak = _rss_mib("VmHWM")
@@ -116,8 +116,8 @@ def main() -> None:
   parser.add_argument("--model-preset", default="micro", help="architecture of random weights")
   parser.add_argument("--scale", type=float, default=2.0)
   parser.add_argument("--diffusion-crop", type=int, default=256)
-  parser.add_argument("--sampler", default="ddim")
-  parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--sampler", default="ddim", help="'': the run's (the paper's: ddim)")
+  parser.add_argument("--steps", type=int, default=10, help="0: the run's (the paper's: 50)")
   parser.add_argument("--samples", type=int, default=4)
   parser.add_argument("--tile", type=int, default=512, help="output tile side, pixels")
   parser.add_argument("--overlap", type=int, default=32)

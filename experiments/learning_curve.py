@@ -9,7 +9,7 @@
   python experiments/learning_curve.py --compare A.json B.json --out both.png
 
 The stage is the config's (``:operator`` or ``:diffusion``). Runs the real trainer
-(``train.train_and_evaluate``) in chunks: chunk ``n`` sets ``config.<stage>.num_steps`` to the step
+(``neurop_jax.train_and_evaluate``) in chunks: chunk ``n`` sets ``config.<stage>.num_steps`` to the step
 it ends at, so the trainer checkpoints there, and the next chunk resumes from that checkpoint
 (exactly, data position included; the configs' learning rates are constant, so the changing
 ``num_steps`` does not change the schedule). The budget is this process's CPU time of training
@@ -20,11 +20,12 @@ time says little). Chunks are sized from the seconds per step of the chunk befor
 
 Stage 1: the trainer validates PSNR at the end of each chunk (in the budget); at the end the last
 parameters are evaluated on every val image. Stage 2 (the prior is the stage-1 run ``--prior``,
-frozen): after each chunk the EMA parameters are evaluated outside the budget (its CPU time is
-recorded apart) on ``--val_images`` val images (their centre ``--val_crop`` pixels: whole
-256x256 images cost a CPU several minutes per point) at each of ``--scales``:
-PSNR, SSIM (RGB, no border crop: the paper's protocol) and LPIPS of NeurOp-Diff samples
-(``--sampler``, ``--steps``), of the prior alone and of bicubic, on the same images.
+frozen): after each chunk the EMA parameters of the latest step (``load_run(workdir,
+'latest')``) are evaluated outside the budget (its CPU time is recorded apart) on
+``--val_images`` val images (their centre ``--val_crop`` pixels: whole 256x256 images cost a CPU
+several minutes per point) at each of ``--scales``: PSNR, SSIM (RGB, no border crop: the paper's
+protocol) and LPIPS of NeurOp-Diff samples (``--sampler``, ``--steps``, ``--skip``; the run's own
+where not given), of the prior alone and of bicubic, on the same images.
 
 Times are kept in ``<workdir>/curve_times.json``: a killed run re-run with the same arguments
 continues (losing the CPU time of the unfinished chunk). Writes the JSON record ``--out`` and a
@@ -50,14 +51,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 (after the backend is chosen)
 
-from neurop_jax.inference import api as inference  # noqa: E402
-from neurop_jax.io import checkpoints  # noqa: E402
-from neurop_jax.training import loop as train  # noqa: E402
+from neurop_jax import load_run, prior_only, super_resolve, train_and_evaluate  # noqa: E402
 from neurop_jax.data import build_sources  # noqa: E402
-from neurop_jax.diffusion.schedule import schedule_from_config  # noqa: E402
 from neurop_jax.evaluation.evaluate import centre_crop  # noqa: E402
-from neurop_jax.models import make_model  # noqa: E402
-from neurop_jax.diffusion.formulation import Formulation  # noqa: E402
 from neurop_jax.training.validation import Validator  # noqa: E402
 from record import write_record  # noqa: E402
 
@@ -95,13 +91,11 @@ def read_metrics(path: Path) -> list[dict]:
 
 def operator_final(config, workdir: Path) -> dict[str, float]:
   """PSNR/SSIM of the latest operator and of bicubic on every val image, at the eval scale."""
-  model_cfg, params, step = checkpoints.restore_operator(workdir, which="latest")
-  model = make_model(model_cfg)
-  variables = {"params": {"operator": params}}
+  run = load_run(workdir, which="latest")  # a stage-1 workdir: the operator alone
   validator = Validator(build_sources(config.data)["val"], config.data, 0, 1)
   metrics, _ = validator(lambda lr, hr, index: {
-      "": inference.prior_only(model, variables, lr, out_shape=hr.shape[1:3])})
-  return {"step": step, "images": len(validator.source), **metrics}
+      "": prior_only(run, lr, out_shape=hr.shape[1:3])})
+  return {"step": run.step, "images": len(validator.source), **metrics}
 
 
 class CentreCrops:
@@ -128,24 +122,20 @@ class DiffusionProbe:
       source = CentreCrops(source, args.val_crop)
     self.validators = {s: Validator(source, config.data, args.val_images, args.sample_images,
                                     scale=s, with_lpips=True) for s in args.scales}
-    self.schedule = schedule_from_config(config.diffusion)
-    self.formulation = Formulation.from_config(config.diffusion)
-    self.sampler, self.steps = args.sampler, args.steps
+    self.sampling = dict(sampler=args.sampler or None, steps=args.steps or None,
+                         skip=args.skip or None)
 
   def __call__(self, workdir: Path, step: int) -> tuple[dict[str, dict[str, float]], dict]:
-    model_cfg, params = checkpoints.restore_inference_params(workdir, which="latest")
-    model = make_model(model_cfg)
+    # The latest step's EMA parameters, with the schedule and formulation it trained with.
+    run = load_run(workdir, which="latest")
     key = jax.random.key(0)
     results, grids = {}, {}
     for scale, validator in self.validators.items():
       def outputs(lr, hr, index):
         out_shape = hr.shape[1:3]
-        return {"prior": inference.prior_only(model, params, lr, out_shape=out_shape),
-                "": inference.super_resolve(model, params, lr, out_shape=out_shape,
-                                            rng=jax.random.fold_in(key, index),
-                                            sampler=self.sampler, steps=self.steps,
-                                            schedule=self.schedule,
-                                            formulation=self.formulation)}
+        return {"prior": prior_only(run, lr, out_shape=out_shape),
+                "": super_resolve(run, lr, out_shape=out_shape,
+                                  rng=jax.random.fold_in(key, index), **self.sampling)}
       metrics, grids[scale] = validator(outputs)
       results[f"x{scale:g}"] = metrics
     return results, grids
@@ -170,7 +160,7 @@ def run_chunks(config, args, workdir: Path, probe=None) -> dict[int, dict]:
   while used[args.clock] < budget_s:
     config[stage].num_steps = step + chunk
     cpu_start, wall_start = time.process_time(), time.time()
-    train.train_and_evaluate(config, workdir)
+    train_and_evaluate(config, workdir)
     chunk_s = {"cpu": time.process_time() - cpu_start, "wall": time.time() - wall_start}
     used = {k: used[k] + chunk_s[k] for k in used}
     step = config[stage].num_steps
@@ -264,6 +254,9 @@ def diffusion_curve(config, args, workdir: Path) -> None:
   times = run_chunks(config, args, workdir, DiffusionProbe(config, args))
   records = read_metrics(workdir / "diffusion" / "metrics.jsonl")
   points = [{"step": s, **times[s]} for s in sorted(times)]
+  own = "the run's"
+  sampling = (f"{args.sampler or own + ' sampler'} {args.steps or own} steps"
+              + (f", {args.skip} spacing" if args.skip else ""))
   record = {
       "stage": "diffusion", "config": args.config, "overrides": args.set, "workdir": str(workdir),
       "prior": args.prior, "model": config.model.to_dict(), "data": config.data.to_dict(),
@@ -274,8 +267,8 @@ def diffusion_curve(config, args, workdir: Path) -> None:
                    + (f"centre {args.val_crop}x{args.val_crop} crops of " if args.val_crop
                       else "whole ")
                    + f"val images, {args.val_images} evenly spaced of the val split, at scales "
-                   f"{args.scales}; NeurOp-Diff: {args.sampler} {args.steps} steps, the EMA "
-                   f"parameters; {args.clock} minutes count training only (evaluation apart)"),
+                   f"{args.scales}; NeurOp-Diff: {sampling}, the EMA parameters; "
+                   f"{args.clock} minutes count training only (evaluation apart)"),
       "points": points,
       "train_loss": [{"step": r["step"], "loss": r["loss"], "steps_per_s": r["steps_per_s"]}
                      for r in records if r["kind"] == "train" and r["step"] <= points[-1]["step"]],
@@ -336,8 +329,11 @@ def main() -> None:
                       help="stage 2: evaluate the centre crop of this side (0: whole images)")
   parser.add_argument("--sample_images", type=int, default=3, help="stage 2: rows of the grids")
   parser.add_argument("--scales", type=float, nargs="+", default=[4.0, 8.0])
-  parser.add_argument("--sampler", default="ddim")
-  parser.add_argument("--steps", type=int, default=50)
+  parser.add_argument("--sampler", default="ddim", help="stage 2: '' for the run's own")
+  parser.add_argument("--steps", type=int, default=50, help="stage 2: 0 for the run's own")
+  parser.add_argument("--skip", default="",
+                      help="stage 2: the spacing ('' : the run's for its own sampler, else the "
+                           "sampler's: uniform for ddim)")
   parser.add_argument("--compare", nargs="+", metavar="JSON",
                       help="only plot these stage-2 records together into --out (a PNG)")
   parser.add_argument("--out", default=None,

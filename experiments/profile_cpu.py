@@ -37,11 +37,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax._src.lib import _profile_data  # noqa: E402
 
-from neurop_jax.inference import api as inference  # noqa: E402
+from neurop_jax.models import compute_prior, make_model, make_unet, model_config  # noqa: E402
+from neurop_jax.models.coords import query_grid  # noqa: E402
 from neurop_jax.training.config import base_config  # noqa: E402
-from neurop_jax.models import make_model, make_unet, model_config  # noqa: E402
 from neurop_jax.training.state import create_train_state  # noqa: E402
-from neurop_jax.training.steps import data_mesh, query_grid, scan_steps  # noqa: E402
+from neurop_jax.training.steps import data_mesh, scan_steps  # noqa: E402
 from record import write_record  # noqa: E402
 
 INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\S+) ([\w-]+)\((.*)$", re.M)
@@ -66,7 +66,7 @@ def _programs(work: str, side: int):
     lr = jax.random.uniform(jax.random.key(1), (1, side // 4, side // 4, 3))
     coord, cell = query_grid(1, lr.shape[1:3])
     params = jax.jit(lambda: model.init(jax.random.key(0), lr, coord, cell, method=model.prior))()
-    fn = jax.jit(lambda p, lr: inference.compute_prior(model, p, lr, (side, side)))
+    fn = jax.jit(lambda p, lr: compute_prior(model, p, lr, (side, side)))
     return fn.lower(params, lr).compile(), (params, lr)
   unet = make_unet(model_config("paper"))
   batch = 2 if work == "unet_train" else 1

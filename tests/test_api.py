@@ -61,7 +61,8 @@ def lr01(micro) -> jax.Array:
 @pytest.fixture(scope="module")
 def resolved(micro, counting_model, lr01) -> jax.Array:
   """3-step DDIM super-resolution of ``lr01`` at scale 4 with rng key(0): (1, 32, 32, 3)."""
-  return inference.super_resolve(Run(counting_model, micro.params), lr01, scale=4, rng=jax.random.key(0),
+  return inference.super_resolve(Run(counting_model, micro.params), lr01, scale=4,
+                                 rng=jax.random.key(0),
                                  steps=3)
 
 
@@ -98,13 +99,15 @@ def test_super_resolve_returns_images_in_unit_range(resolved, micro, counting_mo
 
 
 def test_factory_reuses_the_compiled_program(resolved, micro, counting_model, lr01):
-  resolver = inference.make_super_resolver(Run(counting_model, micro.params), lr_shape=(1, 8, 8, 3), scale=4, steps=3)
+  resolver = inference.make_super_resolver(Run(counting_model, micro.params), lr_shape=(1, 8, 8, 3),
+                                           scale=4, steps=3)
   first = resolver(micro.params, lr01, jax.random.key(0))
   traces = len(TRACES)
   resolver(micro.params, lr01, jax.random.key(3))
   scaled = jax.tree.map(lambda p: p * 1.01, micro.params)
   resolver(scaled, lr01.astype(jnp.float16), jax.random.key(4))
-  same = inference.make_super_resolver(Run(counting_model, micro.params), lr_shape=(1, 8, 8, 3), out_shape=(32, 32),
+  same = inference.make_super_resolver(Run(counting_model, micro.params), lr_shape=(1, 8, 8, 3),
+                                       out_shape=(32, 32),
                                        steps=3)
   raw_key = same(micro.params, lr01, jax.random.PRNGKey(0))
   assert len(TRACES) == traces
@@ -168,11 +171,13 @@ def test_image_b_of_a_batch_draws_from_its_own_key(micro, lr01):
 def test_output_shapes_for_odd_sizes(micro):
   model = make_model(micro.cfg)
   lr = jax.random.uniform(jax.random.key(0), (1, 11, 13, 3))
-  out = inference.super_resolve(Run(model, micro.params), lr, out_shape=(37, 53), rng=jax.random.key(0),
+  out = inference.super_resolve(Run(model, micro.params), lr, out_shape=(37, 53),
+                                rng=jax.random.key(0),
                                 steps=2)
   assert out.shape == (1, 37, 53, 3) and bool(jnp.all(jnp.isfinite(out)))
   shape = jax.eval_shape(
-      lambda x: inference.super_resolve(Run(model, micro.params), x, scale=3.1, rng=jax.random.key(0)),
+      lambda x: inference.super_resolve(Run(model, micro.params), x, scale=3.1,
+                                        rng=jax.random.key(0)),
       jax.ShapeDtypeStruct((2, 10, 10, 3), jnp.float32))
   assert shape.shape == (2, 31, 31, 3) and shape.dtype == jnp.float32
 
@@ -192,7 +197,8 @@ def test_bfloat16_model_returns_float32(micro, lr01):
   prior = inference.prior_only(Run(model, micro.params), lr01, out_shape=(20, 24))
   assert prior.dtype == jnp.float32 and prior.shape == (1, 20, 24, 3)
   shape = jax.eval_shape(
-      lambda x: inference.super_resolve(Run(model, micro.params), x, scale=4, rng=jax.random.key(0)),
+      lambda x: inference.super_resolve(Run(model, micro.params), x, scale=4,
+                                        rng=jax.random.key(0)),
       lr01)
   assert shape.dtype == jnp.float32
 
@@ -219,7 +225,8 @@ LR = np.full((1, 8, 8, 3), 0.5, np.float32)
     (LR, dict(scale=2, sampler="euler"), r"unknown sampler"),
     (LR, dict(scale=2, sampler="dpm_solver_pp", eta=1.0), r"'ddim' only"),
     (LR, dict(scale=2, skip="cosine"), r"unknown skip"),
-    (np.where(np.eye(8)[None, :, :, None] > 0, np.nan, LR), dict(scale=2), r"NaN or infinite values: fill them"),
+    (np.where(np.eye(8)[None, :, :, None] > 0, np.nan, LR), dict(scale=2),
+     r"NaN or infinite values: fill them"),
     (LR.transpose(0, 3, 1, 2), dict(scale=2), r"looks like NCHW.*transpose\(0, 2, 3, 1\)"),
     (LR, dict(scale=300), r"exceeds MAX_OUTPUT_PIXELS .*tiled.super_resolve_tiled"),
 ])
@@ -237,7 +244,8 @@ def test_bad_inputs_raise_helpful_errors(micro, lr, options, match):
 ])
 def test_bad_factory_arguments_raise(micro, lr_shape, options, match):
   with pytest.raises(ValueError, match=match):
-    inference.make_super_resolver(Run(make_model(micro.cfg), micro.params), lr_shape=lr_shape, **options)
+    inference.make_super_resolver(Run(make_model(micro.cfg), micro.params), lr_shape=lr_shape,
+                                  **options)
   with pytest.raises(ValueError, match=match):
     inference.prior_only(Run(make_model(micro.cfg), micro.params), np.zeros(lr_shape, np.float32),
                          **options)

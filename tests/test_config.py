@@ -81,7 +81,8 @@ def test_loading_a_config_starts_no_stack():
   inference or training code (a fresh interpreter, since this one has them all)."""
   code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('c', "
           f"{str(CONFIGS / 'ucm.py')!r}); module = importlib.util.module_from_spec(spec); "
-          "spec.loader.exec_module(module); module.get_config(); print(' '.join(sorted(sys.modules)))")
+          "spec.loader.exec_module(module); module.get_config(); "
+          "print(' '.join(sorted(sys.modules)))")
   done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   loaded = set(done.stdout.split())
   assert "neurop_jax.training.config" in loaded

@@ -33,7 +33,8 @@ def run(trained_workdir) -> Run:
 
 @pytest.fixture(scope="module")
 def first_test_image(trained_workdir):
-  """``(lr (1, 64, 64, 3), hr (1, 256, 256, 3))``: the image ``--mode evaluate`` takes first at x4."""
+  """``(lr (1, 64, 64, 3), hr (1, 256, 256, 3))``: the image ``--mode evaluate`` takes first at
+  x4."""
   data = load_config("quickstart", "test").data
   source = build_sources(data)["test"]
   batch = next(iter(eval_batches(Subset(source, evenly_spaced(len(source), 1)), data, SCALE,

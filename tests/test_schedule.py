@@ -9,6 +9,7 @@ import pytest
 
 from conftest import load_io, nhwc
 from neurop_jax.diffusion import schedule as diffusion
+from neurop_jax.diffusion.config import default_diffusion_config
 
 @pytest.fixture(scope="module")
 def io() -> dict[str, np.ndarray]:
@@ -26,7 +27,7 @@ def test_linear_schedule_equals_the_original(io):
 
 
 def test_default_config_builds_the_original_schedule():
-  config = diffusion.default_diffusion_config()
+  config = default_diffusion_config()
   assert (config.schedule, config.num_timesteps, config.loss, config.sampler, config.steps,
           config.eta, config.skip, config.per_sample_t) == ("linear", 2000, "l1", "ddim", 50, 0.0,
                                                             "uniform", False)

@@ -57,9 +57,10 @@ import jax, jax.numpy as jnp, numpy as np
 from neurop_jax.training.config import base_config
 from neurop_jax.diffusion.schedule import schedule_from_config
 from neurop_jax.models import make_model
+from neurop_jax.models.coords import query_grid
 from neurop_jax.training.state import create_train_state, make_optimizer, step_schedule
 from neurop_jax.training.steps import (batch_sharding, compile_steps, data_mesh, diffusion_step,
-                                    operator_step, query_grid, replicated, to_device)
+                                       operator_step, replicated, to_device)
 
 assert jax.device_count() == 2
 config = base_config("micro")

@@ -1,4 +1,5 @@
-"""Command line: flags only; the work is ``train.train_and_evaluate`` or ``evaluate.evaluate``.
+"""Command line: flags only; the work is ``training.loop.train_and_evaluate`` or
+``evaluation.evaluate.evaluate``.
 
   python -m neurop_jax.main --config configs/ucm.py --workdir runs/ucm
   python -m neurop_jax.main --config configs/ucm.py:operator --workdir runs/ucm \

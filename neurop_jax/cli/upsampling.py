@@ -7,7 +7,8 @@ mapping from the file's units to the model's [0, 1] (``neurop_jax.io.values``: g
 model's own, else 0:255 for uint8; never guessed), nodata pixels filled for the model
 (``neurop_jax.io.nodata``) and masked again in the output, which has the input's dtype, units,
 band descriptions, CRS, ground extent, nodata and mask kind, as a Cloud-Optimized GeoTIFF unless
-``cog=False``. Images are processed tile by tile (``neurop_jax.tiled``) and written region by
+``cog=False``. Images are processed tile by tile (``neurop_jax.inference.tiled``) and written region
+by
 region: the operator exactly, the diffusion stage with blended tiles; ``prior_only`` skips the
 diffusion stage; ``samples=K`` draws K diffusion samples in one program and writes their mean and,
 beside it (``<name>_x2_std.tif``), their per-pixel standard deviation in the input's units (float32

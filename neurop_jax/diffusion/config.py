@@ -13,7 +13,7 @@ def default_diffusion_config() -> ml_collections.ConfigDict:
 
   Fields:
     target: what the UNet predicts: 'eps' (the noise, the paper), 'x0' (the clean sample) or 'v'
-      (Salimans and Ho 2022); see ``neurop_jax.parameterization``.
+      (Salimans and Ho 2022); see ``neurop_jax.diffusion.formulation``.
     space: what is diffused: 'image' (the HR image, the paper) or 'residual' (HR - prior, times
       ``residual_scale``; the sample is prior + residual / residual_scale).
     residual_scale: the factor of the residual in 'residual' space (1 = unscaled).

@@ -4,7 +4,7 @@ Every sampler takes the network as ``net_fn(x_t, noise_level) -> output`` with `
 ``(B, H, W, C)`` in the diffusion space (the [-1, 1] image, or the scaled residual, see
 ``neurop_jax.diffusion.formulation``) and ``noise_level`` ``(B,)`` float32 = sqrt(alpha_bar), the SR3
 continuous noise level (never a step index). ``target`` ('eps', the paper; 'x0'; 'v') says what the
-output is; ``parameterization.split_prediction`` turns it into the pair ``(x0, eps)`` the updates
+output is; ``formulation.split_prediction`` turns it into the pair ``(x0, eps)`` the updates
 use. The caller closes ``net_fn`` over the network parameters and the prior, which is computed
 once, outside the loop::
 
@@ -304,7 +304,8 @@ class Sampling:
       raise InputError(f"unknown sampler {self.sampler!r}: choose one of {tuple(SAMPLERS)}")
     if self.skip not in SKIPS:
       raise InputError(f"unknown skip {self.skip!r}: choose one of {tuple(SKIPS)}")
-    if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) or self.steps < 1:
+    if (isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer))
+        or self.steps < 1):
       raise InputError(f"steps must be an integer >= 1, got {self.steps!r}")
     if not (isinstance(self.eta, (int, float)) and 0 <= self.eta and math.isfinite(self.eta)):
       raise InputError(f"eta must be a finite number >= 0, got {self.eta!r}")

@@ -157,7 +157,7 @@ LOSSES: dict[str, Callable[[jax.Array], jax.Array]] = {
 def diffusion_loss(pred: jax.Array, target: jax.Array, kind: str = "l1") -> jax.Array:
   """The regression loss, a scalar: mean |target - pred| ('l1') or its square ('l2').
 
-  ``target`` is eps for the paper (see ``parameterization.regression_target``).
+  ``target`` is eps for the paper (see ``formulation.regression_target``).
   """
   if kind not in LOSSES:
     raise ValueError(f"unknown loss {kind!r}: choose one of {tuple(LOSSES)}")

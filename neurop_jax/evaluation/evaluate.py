@@ -5,8 +5,9 @@
       --config.evaluate.scales='(4.0, 9.0)' --config.evaluate.steps=20
 
 Methods: 'bicubic' (PIL-exact bicubic upsampling of the LR image), 'operator' (the neural-operator
-prior alone, ``inference.prior_only``: the SRNO baseline) and 'diffusion' (NeurOp-Diff,
-``inference.super_resolve``; skipped with a warning when the workdir holds no stage-2 checkpoint).
+prior alone, ``inference.api.prior_only``: the SRNO baseline) and 'diffusion' (NeurOp-Diff,
+``inference.api.super_resolve``; skipped with a warning when the workdir holds no stage-2
+checkpoint).
 Images are whole images of the chosen split, HR cropped so that HR/LR is the scale and LR made by
 the PIL-exact bicubic (``data.eval_batches``), one at a time. Per image and method:
 

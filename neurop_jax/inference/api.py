@@ -61,7 +61,8 @@ MAX_OUTPUT_PIXELS = 2048 * 2048
 Galerkin attention holds several width-256 float32 feature maps of the output size at once, over
 2 KB per output pixel (a 3200x3200 output exhausted 20 GB), and the UNet more: beyond this bound
 a machine's memory, not the model, decides whether a call survives. Larger outputs go through
-``neurop_jax.tiled.super_resolve_tiled`` (or ``python -m neurop_jax.upsample``), whose memory
+``neurop_jax.inference.tiled.super_resolve_tiled`` (or ``python -m neurop_jax.upsample``), whose
+memory
 depends on the tile, not the scene."""
 
 Resolver = Callable[[dict, jax.Array, jax.Array], jax.Array]
@@ -100,7 +101,7 @@ def untiled_output_size(lr_shape: Sequence[int], *, scale: float | None = None,
   out_h, out_w = output_size(lr_shape, scale=scale, out_shape=out_shape)
   if lr_shape[0] * out_h * out_w > MAX_OUTPUT_PIXELS:
     raise ValueError(f"output {lr_shape[0]} x {out_h}x{out_w} exceeds MAX_OUTPUT_PIXELS "
-                     f"({MAX_OUTPUT_PIXELS}) of the untiled API: use neurop_jax.tiled."
+                     f"({MAX_OUTPUT_PIXELS}) of the untiled API: use neurop_jax.inference.tiled."
                      "super_resolve_tiled (bounded memory), a smaller scale or a smaller batch")
   return out_h, out_w
 

@@ -115,7 +115,7 @@ class UnitView:
   """A raster's bands kept in their own dtype, seen through a mapping as the model's input.
 
   ``view[rows, cols]`` is float32 ``(h, w, C)`` in [0, 1] (``mapping.to_unit`` of that window), so
-  only the windows being used exist in float32 (``neurop_jax.tiled.TiledOperator`` reads windows).
+  only the windows being used exist in float32 (``neurop_jax.inference.tiled.TiledOperator`` reads windows).
   """
 
   def __init__(self, data: np.ndarray, mapping: ValueMapping):

@@ -31,7 +31,7 @@ class NeurOpDiff(nn.Module):
   def denoise(self, x_t: jnp.ndarray, noise_level: jnp.ndarray, prior: jnp.ndarray,
               train: bool = False) -> jnp.ndarray:
     """The UNet's output ``(B, H, W, C)`` for ``x_t`` at ``noise_level`` ``(B,)`` given the prior:
-    the predicted noise in the paper, or x0 / v (``neurop_jax.parameterization``)."""
+    the predicted noise in the paper, or x0 / v (``neurop_jax.diffusion.formulation``)."""
     return self.unet(jnp.concatenate([x_t, prior], axis=-1), noise_level, train)
 
   def __call__(self, x_t: jnp.ndarray, noise_level: jnp.ndarray, lr: jnp.ndarray,

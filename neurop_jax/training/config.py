@@ -1,4 +1,4 @@
-"""The training config: every field ``train.train_and_evaluate`` reads, with the paper's defaults.
+"""The training config: every field ``training.loop.train_and_evaluate`` reads, with the paper's defaults.
 
 Config files (``configs/<dataset>.py``) call ``base_config`` and change what differs; the suffix of
 ``--config configs/ucm.py:operator`` reaches their ``get_config(arg)`` and ``parse_arg`` reads it.
@@ -91,7 +91,7 @@ def base_config(preset: str = "paper", stage: str = "all") -> ml_collections.Con
     learning_rates, learning_rate_every: the step schedule (1e-4 ... 2e-6, every 100k steps).
     prior_checkpoint: the frozen prior: '' for this workdir's stage-1 best checkpoint, a workdir
       or checkpoint folder of ours, or an original SRNO / NeurOp-Diff file (.pth, .npz) read
-      with ``neurop_jax.convert``.
+      with ``neurop_jax.models.convert``.
     val_sampler, val_steps, val_skip: the sampler of validation, and the sampling a trained run
       gives every entry point by default (``inference.run.Run.sampling``): the paper's DDIM with 50
       uniform steps.

@@ -33,17 +33,17 @@ from neurop_jax.training.config import STAGES
 from neurop_jax.data import build_sources, diffusion_pipeline, operator_pipeline, splits
 from neurop_jax.diffusion.schedule import schedule_from_config
 from neurop_jax.errors import InputError, MissingInputError
-from neurop_jax.inference.api import sample_given_prior
+from neurop_jax.inference.api import UNetDenoiser, draw_keys, sample_image
 from neurop_jax.io.checkpoints import quiet_orbax
 from neurop_jax.training.records import StageLogger
-from neurop_jax.models import NeurOpDiff, make_model, to_unit
+from neurop_jax.models import NeurOpDiff, compute_prior, make_model, to_unit
 from neurop_jax.diffusion.formulation import Formulation
 from neurop_jax.diffusion.samplers import Sampling
+from neurop_jax.models.coords import query_grid
 from neurop_jax.training.state import (TrainState, create_train_state, make_optimizer,
-                                    step_schedule, warmup_schedule)
+                                       step_schedule, warmup_schedule)
 from neurop_jax.training.steps import (batch_sharding, compile_prior, compile_steps, data_mesh,
-                                    diffusion_step, operator_prior, operator_step, query_grid,
-                                    replicated, to_device)
+                                       diffusion_step, operator_step, replicated, to_device)
 from neurop_jax.training.validation import OutputsFn, Validator
 
 
@@ -95,8 +95,8 @@ def _operator_stage(config: ml_collections.ConfigDict, model: NeurOpDiff, source
                       method=model.prior)["params"]["operator"]
 
   stacked = batch_sharding(mesh, stacked=True)
-  sr = jax.jit(lambda params, lr, out_hw: to_unit(operator_prior(model, params, lr, out_hw)),
-               static_argnums=2)
+  sr = jax.jit(lambda params, lr, out_hw: to_unit(compute_prior(
+      model, {"params": {"operator": params}}, lr, out_hw)), static_argnums=2)
   return _Stage(
       name="operator", cfg=cfg, num_steps=num_steps, init_params=init_params, tx=tx,
       step=functools.partial(operator_step, model=model, tx=tx, schedule=schedule,
@@ -163,12 +163,14 @@ def _diffusion_stage(config: ml_collections.ConfigDict, model: NeurOpDiff, sourc
   sampling = Sampling(cfg.val_sampler, int(cfg.val_steps), cfg.val_skip)
 
   def sample(unet_params, operator_params, lr, rng, out_hw):
-    prior = operator_prior(model, operator_params, lr, out_hw)
-    x_T = jax.random.normal(jax.random.fold_in(rng, 0), prior.shape)
-    image = sample_given_prior(model, {"params": {"unet": unet_params}}, prior, x_T,
-                               jax.random.fold_in(rng, 1), schedule=noise, formulation=formulation,
-                               sampler=sampling.sampler, timesteps=sampling.timesteps(noise))
-    return to_unit(prior), to_unit(image)
+    """The prior and one draw of ``lr`` (1, h, w, C): what ``super_resolve`` gives this stage's
+    run for the key ``rng``."""
+    params = {"params": {"operator": operator_params, "unet": unet_params}}
+    prior = compute_prior(model, params, lr, out_hw)
+    image = sample_image(UNetDenoiser(model), params, prior, draw_keys(rng, None)[0],
+                         jnp.float32(0.0), noise, sampler=sampling.sampler,
+                         timesteps=sampling.timesteps(noise), formulation=formulation)
+    return to_unit(prior), image
 
   sample = jax.jit(sample, static_argnums=4)
 

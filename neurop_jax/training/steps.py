@@ -20,8 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from neurop_jax.diffusion import schedule as diffusion
 from neurop_jax.diffusion.formulation import Formulation, regression_target
-from neurop_jax.models.coords import make_cell, make_coord
-from neurop_jax.models import NeurOpDiff
+from neurop_jax.models import NeurOpDiff, compute_prior
 from neurop_jax.training.state import TrainState, apply_gradients
 
 Batch = dict[str, jax.Array]
@@ -56,21 +55,6 @@ def to_device(batch: dict[str, np.ndarray], sharding: NamedSharding) -> Batch:
           for k, v in arrays.items() if v.dtype.kind in "fiub"}
 
 
-def query_grid(batch: int, out_hw: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
-  """``coord`` ``(B, H, W, 2)`` and ``cell`` ``(B, 2)`` of a whole ``out_hw`` output grid."""
-  coord = jnp.broadcast_to(jnp.asarray(make_coord(out_hw)), (batch, *out_hw, 2))
-  cell = jnp.broadcast_to(jnp.asarray(make_cell(out_hw)), (batch, 2))
-  return coord, cell
-
-
-def operator_prior(model: NeurOpDiff, operator_params: Any, lr: jax.Array,
-                   out_hw: tuple[int, int]) -> jax.Array:
-  """The prior ``(B, H, W, 3)`` in [-1, 1] (not clipped) of ``lr`` ``(B, h, w, 3)`` in [0, 1]."""
-  coord, cell = query_grid(lr.shape[0], out_hw)
-  return model.apply({"params": {"operator": operator_params}}, lr * 2 - 1, coord, cell,
-                     method=model.prior)
-
-
 def operator_step(state: TrainState, batch: Batch, rng: jax.Array, *, model: NeurOpDiff,
                   tx: optax.GradientTransformation, schedule: optax.Schedule,
                   ema_decay: float) -> tuple[TrainState, Metrics]:
@@ -99,7 +83,7 @@ def diffusion_step(state: TrainState, batch: Batch, rng: jax.Array, *, model: Ne
   """Stage 2: SR3 denoising conditioned on the frozen prior.
 
   ``batch``: hr ``(B, H, W, 3)`` in [0, 1] and prior ``(B, H, W, 3)`` in [-1, 1] (the frozen
-  operator's output, ``operator_prior``, computed outside: no gradient reaches it). x0 = hr*2-1
+  operator's output, ``models.compute_prior``, computed outside: no gradient reaches it). x0 = hr*2-1
   ('image' space, the paper) or its scaled residual to the prior ('residual'); ``(x_t, g, eps)``
   from ``diffusion.sample_training_inputs`` with ``fold_in(rng, 0)``; dropout with
   ``fold_in(rng, 1)``; the loss compares the UNet's output with eps, x0 or v
@@ -157,5 +141,6 @@ def compile_prior(model: NeurOpDiff, mesh: Mesh) -> Callable[[Any, jax.Array, ja
                                                               jax.Array]:
   """``(operator_params, lr, hr) -> prior`` at hr's grid, jitted (one compilation per LR size)."""
   data = batch_sharding(mesh)
-  return jax.jit(lambda params, lr, hr: operator_prior(model, params, lr, hr.shape[1:3]),
+  return jax.jit(lambda params, lr, hr: compute_prior(model, {"params": {"operator": params}}, lr,
+                                                      hr.shape[1:3]),
                  in_shardings=(replicated(mesh), data, data), out_shardings=data)
