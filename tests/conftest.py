@@ -2,8 +2,9 @@
 
 ``micro`` is copied into tests/fixtures so a fresh clone has it; ``tiny`` (the paper's exact
 operator, 25 MB) is read from ../shared/fixtures beside the checkout, which CI provides.
-``trained_workdir`` trains ``configs/quickstart.py:test`` (both stages, 2 steps each) once per
-session for the tests that need checkpoints.
+``trained_workdir`` trains ``trained_config()`` (``configs/quickstart.py:test``, both stages, 3
+steps each) once per session, in-process, for the tests that need checkpoints: it is also the
+uninterrupted run that resumed runs are compared with bit for bit.
 """
 
 from __future__ import annotations
@@ -110,14 +111,27 @@ def load_config(name: str, arg: str | None = None):
   return module.get_config(arg)
 
 
+TRAINED_STEPS = 3
+"""Steps of each stage in ``trained_workdir``: validated and checkpointed at 2 and 3 (keep=2)."""
+
+
+def trained_config(arg: str = "test"):
+  """``configs/quickstart.py:<arg>`` with ``TRAINED_STEPS`` steps per stage: ``trained_workdir``'s
+  config (``--config.operator.num_steps=3 --config.diffusion.num_steps=3`` on the command line)."""
+  config = load_config("quickstart", arg)
+  config.operator.num_steps = config.diffusion.num_steps = TRAINED_STEPS
+  return config
+
+
 @pytest.fixture(scope="session")
 def trained_workdir(tmp_path_factory) -> pathlib.Path:
-  """A workdir with both stages of ``configs/quickstart.py:test`` trained (a few minutes on CPU).
+  """A workdir with both stages of ``trained_config()`` trained without interruption (about a
+  minute on CPU).
 
   Shared by the session: copy it before writing into it.
   """
   from neurop_jax.training import loop as train
 
   workdir = tmp_path_factory.mktemp("quickstart_test")
-  train.train_and_evaluate(load_config("quickstart", "test"), workdir)
+  train.train_and_evaluate(trained_config(), workdir)
   return workdir

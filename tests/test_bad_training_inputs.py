@@ -1,5 +1,6 @@
-"""Bad data and settings for training through ``python -m neurop_jax.main``: one line naming the
-fix, exit status 1, no traceback, and the workdir as it was (not created)."""
+"""Bad data and settings for training: ``train_and_evaluate`` raises one ``InputError`` naming the
+fix and leaves the workdir as it was (not created); through ``python -m neurop_jax.main`` that is
+one line, exit status 1, no traceback."""
 
 from __future__ import annotations
 
@@ -9,20 +10,35 @@ import re
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
+from conftest import load_config
 from neurop_jax.data import write_image
+from neurop_jax.errors import InputError
+from neurop_jax.training import loop as train
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
+CASES = {
+    "empty folder": r"the train split of .* has no images .* --config.data.path",
+    "missing folder": r"image folder .* does not exist .* --config.data.path",
+    "zero batch": r"config.data.operator_batch_size is 0: set --config.data.operator_batch_size",
+    "negative batch": r"config.data.diffusion_batch_size is -2: set",
+    "indivisible batch": r"operator_batch_size=3 is not divisible by the 2 devices: set "
+                         r"--config.data.operator_batch_size to a multiple of 2",
+    "missing prior": r"prior_checkpoint .*absent does not exist: set "
+                     r"--config.diffusion.prior_checkpoint",
+}
 
-def _main(workdir: pathlib.Path, *overrides: str, config: str = "configs/quickstart.py:test",
-          **env: str):
+
+def _main(workdir: pathlib.Path, *overrides: str, **env: str) -> subprocess.CompletedProcess:
   return subprocess.run(
-      [sys.executable, "-m", "neurop_jax.main", "--config", config, "--workdir", str(workdir),
-       *overrides], cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu", **env),
-      capture_output=True, text=True, timeout=600)
+      [sys.executable, "-m", "neurop_jax.main", "--config", "configs/quickstart.py:test",
+       "--workdir", str(workdir), *overrides], cwd=ROOT,
+      env=dict(os.environ, JAX_PLATFORMS="cpu", **env), capture_output=True, text=True,
+      timeout=600)
 
 
 def _images(folder: pathlib.Path, n: int) -> pathlib.Path:
@@ -33,42 +49,50 @@ def _images(folder: pathlib.Path, n: int) -> pathlib.Path:
   return folder
 
 
-@pytest.mark.parametrize("case,message", [
-    ("empty folder", r"the train split of .* has no images .* --config.data.path"),
-    ("missing folder", r"image folder .* does not exist .* --config.data.path"),
-    ("zero batch", r"config.data.operator_batch_size is 0: set --config.data.operator_batch_size"),
-    ("negative batch", r"config.data.diffusion_batch_size is -2: set"),
-    ("indivisible batch", r"operator_batch_size=3 is not divisible by the 2 devices: set "
-                          r"--config.data.operator_batch_size to a multiple of 2"),
-    ("missing prior", r"prior_checkpoint .*absent does not exist: set "
-                      r"--config.diffusion.prior_checkpoint"),
-])
-def test_bad_setting_is_one_line_and_writes_nothing(case, message, tmp_path):
-  workdir = tmp_path / "run"
+def _assert_one_error_line(result: subprocess.CompletedProcess) -> str:
+  """The command failed as a bad input does; returns its last stderr line, ``error: ...``."""
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: "), last
+  return last
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_setting_raises_one_input_error_and_writes_nothing(case, tmp_path, monkeypatch):
   data = tmp_path / "data"
-  overrides = ["--config.data.source=folder", f"--config.data.path={data}"]
-  config, env = "configs/quickstart.py:test", {}
+  config = load_config("quickstart", "test,diffusion" if case == "missing prior" else "test")
+  config.data.update(source="folder", path=str(data))
   if case == "empty folder":
     (data / "train").mkdir(parents=True)
   elif case == "missing folder":
-    overrides[1] = f"--config.data.path={tmp_path / 'absent'}"
+    config.data.path = str(tmp_path / "absent")
   else:
     _images(data, 2)
   if case == "zero batch":
-    overrides.append("--config.data.operator_batch_size=0")
+    config.data.operator_batch_size = 0
   elif case == "negative batch":
-    overrides.append("--config.data.diffusion_batch_size=-2")
-  elif case == "indivisible batch":
-    overrides.append("--config.data.operator_batch_size=3")
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    config.data.diffusion_batch_size = -2
+  elif case == "indivisible batch":  # as on 2 devices (the command-line test below has them)
+    config.data.operator_batch_size = 3
+    monkeypatch.setattr(jax, "device_count", lambda: 2)
   elif case == "missing prior":
-    overrides.append(f"--config.diffusion.prior_checkpoint={tmp_path / 'absent'}")
-    config += ",diffusion"
-  result = _main(workdir, *overrides, config=config, **env)
-  assert result.returncode == 1, result.stderr[-3000:]
-  assert "Traceback" not in result.stderr, result.stderr[-3000:]
-  err = result.stderr.strip().splitlines()
-  assert err[-1].startswith("error: ") and re.search(message, err[-1]), err
+    config.diffusion.prior_checkpoint = str(tmp_path / "absent")
+  workdir = tmp_path / "run"
+  with pytest.raises(InputError, match=CASES[case]) as info:
+    train.train_and_evaluate(config, workdir)
+  assert "\n" not in str(info.value)
+  assert not workdir.exists()
+
+
+def test_bad_setting_on_the_command_line_is_one_line_and_writes_nothing(tmp_path):
+  workdir = tmp_path / "run"
+  result = _main(workdir, "--config.data.source=folder",
+                 f"--config.data.path={_images(tmp_path / 'data', 2)}",
+                 "--config.data.operator_batch_size=3",
+                 XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  last = _assert_one_error_line(result)
+  assert re.search(CASES["indivisible batch"], last), last
   assert not workdir.exists()
 
 
@@ -77,7 +101,5 @@ def test_a_corrupt_image_names_the_skip_option(tmp_path):
   (data / "train" / "c" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
   result = _main(tmp_path / "run", "--config.data.source=folder", f"--config.data.path={data}",
                  "--config.operator.num_steps=4")
-  assert result.returncode == 1, result.stderr[-3000:]
-  assert "Traceback" not in result.stderr, result.stderr[-3000:]
-  last = result.stderr.strip().splitlines()[-1]
+  last = _assert_one_error_line(result)
   assert "1.png" in last and "--config.data.skip_bad_images=True" in last, last

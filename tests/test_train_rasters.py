@@ -10,9 +10,9 @@ rasterio = pytest.importorskip("rasterio")
 from conftest import load_config  # noqa: E402
 from test_rasters import make_raster  # noqa: E402
 
+from neurop_jax.cli.upsample import main  # noqa: E402
+from neurop_jax.inference.run import load_run  # noqa: E402
 from neurop_jax.training import loop as train  # noqa: E402
-from neurop_jax.io.checkpoints import run_settings  # noqa: E402
-from neurop_jax.upsample import main  # noqa: E402
 
 
 def reflectance_tile(seed, hw=(40, 40)):
@@ -25,6 +25,7 @@ def reflectance_tile(seed, hw=(40, 40)):
   return np.clip(np.stack(bands), 0, 10000).astype(np.uint16)
 
 
+@pytest.mark.slow  # both stages of a 4-band model: about 1.5 min on a 2-core CPU
 def test_four_band_model_trains_on_geotiff_tiles_and_upsamples_one(tmp_path, capsys):
   root = tmp_path / "tiles"
   for split, count in (("train", 6), ("val", 2)):
@@ -38,8 +39,8 @@ def test_four_band_model_trains_on_geotiff_tiles_and_upsamples_one(tmp_path, cap
   workdir = tmp_path / "run"
   states = train.train_and_evaluate(config, workdir)
   assert set(states) == {"operator", "diffusion"}
-  saved = run_settings(workdir).config
-  assert (saved.data.value_mapping, saved.model.channels) == ("0:10000", 4)
+  run = load_run(workdir)
+  assert (run.value_mapping, run.channels, run.model_config.channels) == ("0:10000", 4, 4)
 
   scene = reflectance_tile(99, (24, 20))
   scene[:, :4, :4] = 0

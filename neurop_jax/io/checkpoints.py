@@ -116,19 +116,22 @@ class DamagedCheckpointError(InputError):
 # What the readers raise when a step's files are missing, truncated or garbled, or hold arrays of
 # other shapes (a checkpoint of another model config), as seen from Orbax 0.12 and TensorStore:
 # Python's file and JSON errors; TensorStore's ValueErrors, whose message starts with its status
-# code; Orbax's KeyError for an item that is not there and ValueError for a stored shape.
+# code; Orbax's KeyError for an item that is not there and ValueError for a stored shape; JAX's
+# ValueError for a saved tree of another structure (a step whose _METADATA is lost reads back as
+# plain dicts, not the train state).
 _DAMAGE_TYPES = (FileNotFoundError, NotADirectoryError, EOFError, json.JSONDecodeError,
                  UnicodeDecodeError)
 _DAMAGE_MESSAGES = re.compile(
     r"^(NOT_FOUND|DATA_LOSS|OUT_OF_RANGE|FAILED_PRECONDITION): Error (reading|opening)"
-    r"|was not found in the checkpoint|is not compatible with the stored shape")
+    r"|was not found in the checkpoint|is not compatible with the stored shape"
+    r"|^pytree structure error")
 
 
 def is_damage(err: BaseException) -> bool:
   """Whether ``err``, or an error it was raised from, says that a step's files are damaged.
 
-  Damage: a missing file or item, bad JSON, a truncated or garbled array chunk, arrays of other
-  shapes than the model's. Not damage, so raised as it is: memory, devices and shardings,
+  Damage: a missing file or item, bad JSON, a truncated or garbled array chunk, arrays or a tree
+  of other shapes than the model's. Not damage, so raised as it is: memory, devices and shardings,
   permissions, a full disk, interrupted or timed-out file system calls, any other error.
   """
   seen = set()
