@@ -20,7 +20,6 @@ import dataclasses
 import functools
 import os
 from pathlib import Path
-from typing import Any
 
 import jax
 import ml_collections
@@ -87,10 +86,6 @@ class Run:
     """The run's sampling defaults with the caller's choices over them (``Sampling.with_overrides``:
     None keeps the run's; another sampler brings its own spacing and eta 0)."""
     return self.sampling.with_overrides(sampler, steps, skip, eta)
-
-  def replace(self, **changes: Any) -> "Run":
-    """A copy with some fields changed (e.g. ``params`` cast to bfloat16)."""
-    return dataclasses.replace(self, **changes)
 
 
 def _sampling_of(diffusion_cfg: ml_collections.ConfigDict) -> Sampling:
