@@ -4,7 +4,8 @@
 operator, 25 MB) is read from ../shared/fixtures beside the checkout, which CI provides.
 ``trained_workdir`` trains ``trained_config()`` (``configs/quickstart.py:test``, both stages, 3
 steps each) once per session, in-process, for the tests that need checkpoints: it is also the
-uninterrupted run that resumed runs are compared with bit for bit.
+uninterrupted run that resumed runs are compared with bit for bit. The tests that use it are
+marked slow.
 """
 
 from __future__ import annotations
@@ -135,3 +136,10 @@ def trained_workdir(tmp_path_factory) -> pathlib.Path:
   workdir = tmp_path_factory.mktemp("quickstart_test")
   train.train_and_evaluate(trained_config(), workdir)
   return workdir
+
+
+def pytest_collection_modifyitems(items):
+  """A test that needs ``trained_workdir`` (a training run) is slow: ``-m "not slow"`` leaves it."""
+  for item in items:
+    if "trained_workdir" in getattr(item, "fixturenames", ()):
+      item.add_marker(pytest.mark.slow)

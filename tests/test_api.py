@@ -138,6 +138,7 @@ def test_other_samplers_run_end_to_end(micro, lr01, sampler):
   assert max_abs_diff(first, run(1)) > 1e-3
 
 
+@pytest.mark.slow  # compiles K-sample programs: about 10 s
 def test_samples_give_the_mean_and_spread_of_the_draws(micro, lr01):
   run = Run(make_model(micro.cfg), micro.params)
   rng = jax.random.key(3)

@@ -96,6 +96,7 @@ def test_bad_setting_on_the_command_line_is_one_line_and_writes_nothing(tmp_path
   assert not workdir.exists()
 
 
+@pytest.mark.slow  # trains until it meets the image, in a process of its own
 def test_a_corrupt_image_names_the_skip_option(tmp_path):
   data = _images(tmp_path / "data", 3)
   (data / "train" / "c" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")

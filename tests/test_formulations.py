@@ -1,9 +1,12 @@
-"""Each stage-2 formulation (target x space) trains and samples through the API and the tiled path:
-one through ``python -m neurop_jax.main`` (in the background), the others in-process; the paper
-configs keep the paper's formulation."""
+"""Each stage-2 formulation (target x space) trains and samples: one end to end through
+``python -m neurop_jax.main`` (in the background: validation, checkpoints, ``load_run``, the API and
+the tiled path), the others through stage 2's train step and ``super_resolve`` in-process; the
+paper configs keep the paper's formulation."""
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import os
 import pathlib
@@ -14,18 +17,20 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import load_config
+from conftest import load_config, load_fixture
 from neurop_jax.diffusion.formulation import SPACES, TARGETS, Formulation
-from neurop_jax.diffusion.schedule import make_schedule
+from neurop_jax.diffusion.schedule import make_schedule, schedule_from_config
 from neurop_jax.inference.api import super_resolve
-from neurop_jax.inference.run import load_run
+from neurop_jax.inference.run import Run, load_run
 from neurop_jax.inference.tiled import super_resolve_tiled
-from neurop_jax.training import loop as train
+from neurop_jax.models import compute_prior, make_model
+from neurop_jax.training.state import create_train_state, make_optimizer, step_schedule
+from neurop_jax.training.steps import diffusion_step
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CLI = ("v", "residual")
-"""The formulation trained through the command line; the last one tested, so that its process
-runs beside the in-process ones."""
+"""The formulation trained through the command line; its process starts with the first test that
+asks for ``cli_run`` and runs beside the others."""
 OVERRIDES = dict(residual_scale=2.0, num_steps=2)
 """``config.diffusion`` fields every formulation's run sets besides its target and space."""
 
@@ -57,23 +62,68 @@ def cli_run(trained_workdir, tmp_path_factory):
   process.wait()
 
 
-def _train_in_process(workdir: pathlib.Path, prior: pathlib.Path, target: str, space: str) -> None:
-  """What the command line of ``cli_run`` does, for another formulation."""
-  config = load_config("quickstart", "test,diffusion")
-  config.diffusion.update(OVERRIDES, prior_checkpoint=str(prior), target=target, space=space)
-  train.train_and_evaluate(config, workdir)
+@pytest.fixture(scope="module")
+def micro():
+  """``(model, params, batch)``: the micro model with the original's random weights (the parity
+  fixture: no init to compile) and a batch of two 24x24 HR images with their prior."""
+  fixture = load_fixture("micro")
+  model = make_model(fixture.cfg)
+  lr = np.random.default_rng(1).random((2, 8, 8, 3), dtype=np.float32)
+  hr = np.random.default_rng(2).random((2, 24, 24, 3), dtype=np.float32)
+  prior = compute_prior(model, fixture.params, lr, (24, 24))
+  return model, fixture.params, {"hr": hr, "prior": prior}
 
 
-@pytest.mark.slow  # each 30-55 s on a quiet 2-core CPU, more when it is shared; 3.5 min in all
-@pytest.mark.parametrize("space", SPACES)
-@pytest.mark.parametrize("target", TARGETS)
-def test_formulation_trains_and_samples(target, space, cli_run, trained_workdir, tmp_path):
-  if (target, space) == CLI:
-    workdir, process, stderr = cli_run
-    assert process.wait(timeout=900) == 0, stderr.read_text()[-4000:]
-  else:
-    workdir = tmp_path / f"{target}-{space}"
-    _train_in_process(workdir, trained_workdir, target, space)
+def _train_steps(micro, formulation: Formulation, steps: int = 2) -> tuple[Run, list[float]]:
+  """``steps`` of stage 2's train step for ``formulation``, as ``train_and_evaluate`` builds it,
+  from ``micro``'s weights: the run with the trained UNet, and the losses."""
+  model, params, batch = micro
+  cfg = load_config("quickstart", "test,diffusion").diffusion
+  cfg.update(OVERRIDES, target=formulation.target, space=formulation.space)
+  schedule = step_schedule(cfg.learning_rates, cfg.learning_rate_every)
+  tx = make_optimizer(cfg, schedule)
+  step = jax.jit(functools.partial(
+      diffusion_step, model=model, tx=tx, schedule=schedule, ema_decay=cfg.ema_decay,
+      noise=schedule_from_config(cfg), loss=cfg.loss, per_sample_t=cfg.per_sample_t,
+      formulation=Formulation.from_config(cfg)))
+  state = create_train_state(params["params"]["unet"], tx)
+  losses = []
+  for n in range(steps):
+    state, metrics = step(state, batch, jax.random.key(n))
+    losses.append(float(metrics["loss"]))
+  trained = {"params": {"operator": params["params"]["operator"], "unet": state.params}}
+  return Run(model, trained, formulation=formulation), losses
+
+
+def _check_samples(run: Run, tiled: bool) -> None:
+  """One DPM-Solver++ draw of a 10x12 input at x3.2 is finite, in [0, 1] and not flat; the same
+  through the tiled path (3 tiles) when ``tiled``."""
+  lr = np.random.default_rng(0).random((1, 10, 12, 3), dtype=np.float32)
+  options = dict(rng=jax.random.key(0), sampler="dpm_solver_pp", steps=3, skip="logsnr")
+  outputs = [super_resolve(run, lr, scale=3.2, **options)]
+  if tiled:
+    outputs.append(super_resolve_tiled(run, lr, out_shape=(32, 38), tile=24, overlap=8,
+                                       progress=False, **options))
+  for out in map(np.asarray, outputs):
+    assert out.shape == (1, 32, 38, 3) and np.isfinite(out).all()
+    assert 0 <= out.min() and out.max() <= 1 and out.std() > 0.01
+
+
+@pytest.mark.slow  # compiles a train step and a sampler: 16 s each
+@pytest.mark.parametrize("target, space", [f for f in itertools.product(TARGETS, SPACES)
+                                           if f != CLI])
+def test_formulation_trains_and_samples(target, space, micro):
+  """Stage 2's train step for each formulation but ``CLI``'s (trained end to end below)."""
+  formulation = Formulation(target, space, OVERRIDES["residual_scale"])
+  run, losses = _train_steps(micro, formulation)
+  assert np.all(np.isfinite(losses))
+  _check_samples(run, tiled=False)
+
+
+@pytest.mark.slow  # both stages through the command line, in the background: about a minute
+def test_formulation_trains_end_to_end_through_the_command_line(cli_run):
+  workdir, process, stderr = cli_run
+  assert process.wait(timeout=900) == 0, stderr.read_text()[-4000:]
   records = [json.loads(line) for line in (workdir / "diffusion" / "metrics.jsonl").open()]
   losses = [r["loss"] for r in records if r["kind"] == "train"]
   assert len(losses) == 2 and np.all(np.isfinite(losses))
@@ -83,14 +133,6 @@ def test_formulation_trains_and_samples(target, space, cli_run, trained_workdir,
     assert np.isfinite(val[name]), name
 
   run = load_run(workdir)
-  assert run.formulation == Formulation(target, space, 2.0)
+  assert run.formulation == Formulation(*CLI, OVERRIDES["residual_scale"])
   np.testing.assert_array_equal(run.schedule.alphas_cumprod, make_schedule().alphas_cumprod)
-  lr = np.random.default_rng(0).random((1, 10, 12, 3), dtype=np.float32)
-  options = dict(rng=jax.random.key(0), sampler="dpm_solver_pp", steps=3, skip="logsnr")
-  out = np.asarray(super_resolve(run, lr, scale=3.2, **options))
-  assert out.shape == (1, 32, 38, 3) and np.isfinite(out).all()
-  assert 0 <= out.min() and out.max() <= 1 and out.std() > 0.01
-  tiled = super_resolve_tiled(run, lr, out_shape=(32, 38), tile=24, overlap=8, progress=False,
-                              **options)
-  assert tiled.shape == (1, 32, 38, 3) and np.isfinite(tiled).all()
-  assert 0 <= tiled.min() and tiled.max() <= 1 and tiled.std() > 0.01
+  _check_samples(run, tiled=True)

@@ -41,6 +41,7 @@ def test_quickstart_runs(trained_workdir, monkeypatch):
   assert _figures(run_notebook("quickstart")) == 1
 
 
+@pytest.mark.slow  # trains, in a kernel of its own
 def test_training_runs(monkeypatch):
   monkeypatch.setenv("NEUROP_JAX_FAST", "1")
   monkeypatch.delenv("NEUROP_JAX_WORKDIR", raising=False)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from neurop_jax.training.state import TrainState, apply_gradients, create_train_state
 from neurop_jax.training.steps import batch_sharding, compile_steps, data_mesh, to_device
@@ -115,6 +116,7 @@ print(json.dumps(diffs))
 """
 
 
+@pytest.mark.slow  # a process of its own that compiles both stages' steps twice: about 30 s
 def test_two_device_mesh_matches_one_device():
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
              JAX_PLATFORMS="cpu")

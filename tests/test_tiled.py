@@ -104,6 +104,7 @@ def test_tiled_sample_pointwise_equals_untiled(formulation, sampling):
   assert np.std(whole) > 0.05  # an image, not a constant
 
 
+@pytest.mark.slow  # compiles a sampler twice: about 10 s each
 @pytest.mark.parametrize("sampler, samples", [("ddpm", None), ("ddim", 2)])
 def test_one_tile_is_the_untiled_call(sampler, samples):
   """A tile that holds the whole output runs what ``super_resolve`` runs: equal outputs."""
@@ -117,6 +118,7 @@ def test_one_tile_is_the_untiled_call(sampler, samples):
     assert max_abs_diff(a, b) < 1e-4  # the tiled prior sums k^T v in float64
 
 
+@pytest.mark.slow  # compiles the tiled and untiled samplers: about 10 s
 def test_tiled_diffusion_is_the_untiled_one_without_seams():
   """Small tiles of the UNet against the untiled call with the same key: the outputs agree (the
   UNet's GroupNorm and attention see one tile, so not exactly) and the difference is no larger

@@ -32,6 +32,7 @@ def test_encoding_is_sin_then_cos():
   np.testing.assert_allclose(enc[0], np.concatenate([np.sin(e), np.cos(e)]), rtol=1e-6)
 
 
+@pytest.mark.slow  # compiles the UNet at two odd sizes: about 20 s
 @pytest.mark.parametrize("hw", [(37, 53), (3, 5)])
 def test_any_size_pads_and_crops_back(hw):
   cfg = model_config("micro")

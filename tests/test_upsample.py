@@ -73,6 +73,7 @@ def test_prior_only_png_jpeg_geotiff(tmp_path, png, checkpoints, capsys):
     np.testing.assert_allclose(sr.bounds, src.bounds)
 
 
+@pytest.mark.slow  # compiles a sampler: about 9 s
 def test_diffusion_to_a_size_as_a_module(tmp_path, png, checkpoints):
   out = tmp_path / "out"
   command = [sys.executable, "-m", "neurop_jax.upsample", str(png), "--size", "40x50", "--out",

@@ -7,6 +7,8 @@ the bilinear interpolation of the input: a constant region must come back as the
 file's units, after the value mapping and its inverse.
 """
 
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -25,8 +27,10 @@ LR_HW = (24, 20)
 SCALE = 2.5
 
 
+@functools.cache
 def zero_head_model(channels):
-  """The micro NeurOp-Diff for ``channels`` bands, random weights, the operator's head zeroed."""
+  """The micro NeurOp-Diff for ``channels`` bands, random weights, the operator's head zeroed
+  (initialised once per band count: the eager init takes seconds)."""
   cfg = model_config("micro")
   cfg.channels = channels
   model = make_model(cfg)
@@ -111,6 +115,7 @@ def test_prior_only_round_trips_a_raster(tmp_path, case):
     assert not np.any(pixels[:, out_valid] == nodata_value)
 
 
+@pytest.mark.slow  # compiles the tiled sampler for 4 bands: about 10 s
 def test_samples_write_the_mean_and_the_spread(tmp_path):
   source = tmp_path / "scene.tif"
   valid = make_scene(source, np.uint16, 4, 1234, "nodata", 0)
