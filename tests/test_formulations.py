@@ -25,6 +25,8 @@ from neurop_jax.inference.run import Run, load_run
 from neurop_jax.inference.tiled import super_resolve_tiled
 from neurop_jax.models import compute_prior, make_model
 from neurop_jax.training.state import create_train_state, make_optimizer, step_schedule
+from neurop_jax.evaluation import lpips
+from neurop_jax.training import loop as train
 from neurop_jax.training.steps import diffusion_step
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -65,18 +67,19 @@ def cli_run(trained_workdir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def micro():
   """``(model, params, batch)``: the micro model with the original's random weights (the parity
-  fixture: no init to compile) and a batch of two 24x24 HR images with their prior."""
+  fixture: no init to compile) and a batch of two 32x32 HR images (LPIPS needs 31) with their prior."""
   fixture = load_fixture("micro")
   model = make_model(fixture.cfg)
   lr = np.random.default_rng(1).random((2, 8, 8, 3), dtype=np.float32)
-  hr = np.random.default_rng(2).random((2, 24, 24, 3), dtype=np.float32)
-  prior = compute_prior(model, fixture.params, lr, (24, 24))
+  hr = np.random.default_rng(2).random((2, 32, 32, 3), dtype=np.float32)
+  prior = compute_prior(model, fixture.params, lr, (32, 32))
   return model, fixture.params, {"hr": hr, "prior": prior}
 
 
-def _train_steps(micro, formulation: Formulation, steps: int = 2) -> tuple[Run, list[float]]:
+def _train_steps(micro, formulation: Formulation, steps: int = 2,
+                 lpips_weight: float = 0.0) -> tuple[Run, list[dict]]:
   """``steps`` of stage 2's train step for ``formulation``, as ``train_and_evaluate`` builds it,
-  from ``micro``'s weights: the run with the trained UNet, and the losses."""
+  from ``micro``'s weights: the run with the trained UNet, and each step's metrics."""
   model, params, batch = micro
   cfg = load_config("quickstart", "test,diffusion").diffusion
   cfg.update(OVERRIDES, target=formulation.target, space=formulation.space)
@@ -85,14 +88,15 @@ def _train_steps(micro, formulation: Formulation, steps: int = 2) -> tuple[Run, 
   step = jax.jit(functools.partial(
       diffusion_step, model=model, tx=tx, schedule=schedule, ema_decay=cfg.ema_decay,
       noise=schedule_from_config(cfg), loss=cfg.loss, per_sample_t=cfg.per_sample_t,
-      formulation=Formulation.from_config(cfg)))
+      formulation=Formulation.from_config(cfg), lpips_weight=lpips_weight,
+      perceptual=train._perceptual(lpips_weight)))
   state = create_train_state(params["params"]["unet"], tx)
-  losses = []
+  records = []
   for n in range(steps):
     state, metrics = step(state, batch, jax.random.key(n))
-    losses.append(float(metrics["loss"]))
+    records.append({k: float(v) for k, v in metrics.items()})
   trained = {"params": {"operator": params["params"]["operator"], "unet": state.params}}
-  return Run(model, trained, formulation=formulation), losses
+  return Run(model, trained, formulation=formulation), records
 
 
 def _check_samples(run: Run, tiled: bool) -> None:
@@ -115,9 +119,28 @@ def _check_samples(run: Run, tiled: bool) -> None:
 def test_formulation_trains_and_samples(target, space, micro):
   """Stage 2's train step for each formulation but ``CLI``'s (trained end to end below)."""
   formulation = Formulation(target, space, OVERRIDES["residual_scale"])
-  run, losses = _train_steps(micro, formulation)
-  assert np.all(np.isfinite(losses))
+  run, records = _train_steps(micro, formulation)
+  assert np.all(np.isfinite([r["loss"] for r in records]))
   _check_samples(run, tiled=False)
+
+
+@pytest.mark.slow  # compiles LPIPS's AlexNet into the train step: about 30 s
+@pytest.mark.skipif(not lpips.available(), reason="the LPIPS weights (the lpips extra) are absent")
+def test_a_perceptual_term_trains(micro):
+  """``lpips_weight`` 0.5: the loss is the regression loss plus half the LPIPS term, both
+  recorded, and the UNet moves away from where the regression loss alone takes it."""
+  formulation = Formulation("x0", "residual", OVERRIDES["residual_scale"])
+  run, records = _train_steps(micro, formulation, lpips_weight=0.5)
+  plain, plain_records = _train_steps(micro, formulation)
+  for r in records:
+    assert np.isfinite(r["loss"]) and 0 < r["perceptual_loss"] < 2
+    np.testing.assert_allclose(r["loss"], r["regression_loss"] + 0.5 * r["perceptual_loss"],
+                               rtol=1e-6)
+  np.testing.assert_allclose(records[0]["regression_loss"], plain_records[0]["loss"], rtol=1e-6)
+  moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))),
+                                       run.params["params"]["unet"],
+                                       plain.params["params"]["unet"]))
+  assert max(moved) > 1e-5
 
 
 @pytest.mark.slow  # both stages through the command line, in the background: about a minute

@@ -171,3 +171,18 @@ def test_compute_metrics_unknown_protocol():
   a, b = _noisy_pair(10)
   with pytest.raises(ValueError, match="unknown protocol"):
     metrics.compute_metrics(a, b, "div2k", 4.0)
+
+
+def test_spectral_distance_sees_blur_and_grain():
+  """0 for the HR itself; a blurred copy lacks high-frequency energy (negative bias), a copy with
+  added noise has too much (positive), each at a distance of several dB."""
+  from neurop_jax.evaluation.metrics import spectral_bias, spectral_distance
+  rng = np.random.default_rng(0)
+  y, x = np.mgrid[:64, :64] / 64
+  hr = np.clip(0.5 + 0.2 * np.sin(40 * x * y)[..., None] + 0.05 * rng.standard_normal((64, 64, 3)),
+               0, 1)
+  blur = (hr + np.roll(hr, 1, 0) + np.roll(hr, 1, 1) + np.roll(hr, (1, 1), (0, 1))) / 4
+  grain = np.clip(hr + 0.1 * rng.standard_normal(hr.shape), 0, 1)
+  assert spectral_distance(hr, hr) == 0 and spectral_bias(hr, hr) == 0
+  assert spectral_bias(blur, hr) < -3 and spectral_distance(blur, hr) > 3
+  assert spectral_bias(grain, hr) > 3 and spectral_distance(grain, hr) > 3

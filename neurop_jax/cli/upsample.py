@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
                            "50 for --checkpoint)")
   parser.add_argument("--steps", type=int,
                       help="diffusion sampling steps; default: the run's")
+  parser.add_argument("--strength", type=float,
+                      help="the fidelity dial in [0, 1]: 1 the whole diffusion chain from noise "
+                           "(the paper), lower values start from the noised prior and run that "
+                           "share of the steps (closer to the prior, cheaper), 0 the prior itself; "
+                           "default: the run's")
   parser.add_argument("--samples", type=int,
                       help="K diffusion draws: write their mean and their per-pixel standard "
                            "deviation (<name>_std)")
@@ -71,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     written = upsample(args.inputs, args.out, scale=args.scale, size=size,
                        workdir=args.workdir, checkpoint=args.checkpoint,
                        model_preset=args.model_preset, prior_only=args.prior_only,
-                       sampler=args.sampler, steps=args.steps, samples=args.samples,
+                       sampler=args.sampler, steps=args.steps, strength=args.strength,
+                       samples=args.samples,
                        bands=parse_bands(args.bands), values=args.values, cog=args.cog,
                        seed=args.seed, tile=args.tile, overlap=args.overlap)
   except InputError as err:

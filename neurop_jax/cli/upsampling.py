@@ -244,7 +244,8 @@ def upsample(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
              scale: float | None = None, size: tuple[int, int] | None = None,
              run: Run | None = None, workdir: str | None = None, checkpoint: str | None = None,
              model_preset: str = "paper", prior_only: bool = False, sampler: str | None = None,
-             steps: int | None = None, skip: str | None = None, samples: int | None = None,
+             steps: int | None = None, skip: str | None = None, strength: float | None = None,
+             samples: int | None = None,
              bands: Sequence[int] | None = None, values: str | None = None, cog: bool = True,
              seed: int = 0, tile: int = 256, overlap: int = 32,
              progress: bool = True) -> list[Path]:
@@ -262,6 +263,7 @@ def upsample(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
     sampler, steps, skip: the diffusion sampler; None: the run's (``Run.sampling_for``: what a
       workdir's stage 2 validated with, e.g. DDIM 20 for configs/quickstart.py; the paper's DDIM
       50 for an original checkpoint).
+    strength: the fidelity dial in [0, 1] (``inference.api.super_resolve``); None: the run's.
     samples: K diffusion draws: the output is their mean and ``<name>_std`` their per-pixel
       standard deviation; None for one draw and no spread.
     bands: the 1-based bands of TIFF inputs the model reads (default: the run's, else all).
@@ -282,6 +284,8 @@ def upsample(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
   if tile < MIN_SIDE or not 0 <= overlap < tile:
     raise InputError(f"need --tile >= {MIN_SIDE} and 0 <= --overlap < --tile, got {tile}, "
                      f"{overlap}")
+  if strength is not None and not (math.isfinite(strength) and 0 <= strength <= 1):
+    raise InputError(f"--strength must be in [0, 1], got {strength:g}")
   out_dir = Path(out_dir)
   check_out_dir(out_dir)
   run = open_run(run, workdir, checkpoint, model_preset)
@@ -289,7 +293,7 @@ def upsample(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
     raise InputError("the checkpoint has no diffusion UNet (stage 1 only): use --prior-only")
   if steps is not None and not 1 <= steps <= run.schedule.num_timesteps:
     raise InputError(f"--steps must be in [1, {run.schedule.num_timesteps}], got {steps}")
-  sampling = run.sampling_for(sampler, steps, skip)
+  sampling = run.sampling_for(sampler, steps, skip, strength=strength)
   bands = rasters.parse_bands(run.bands) if bands is None else tuple(bands)
   plans = [plan_input(path, scale, size, run.channels, bands, values, run.value_mapping)
            for path in paths]
@@ -306,7 +310,7 @@ def upsample(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
     regions = lambda lr: super_resolve_regions(
         run, lr, plan.out_hw, prior_only=prior_only, rng=jax.random.fold_in(key, index),
         sampler=sampling.sampler, steps=sampling.steps, skip=sampling.skip, eta=sampling.eta,
-        samples=samples, tile=tile, overlap=overlap, progress=progress)
+        strength=sampling.strength, samples=samples, tile=tile, overlap=overlap, progress=progress)
     std_target = None if samples is None else output_path(plan.path, out_dir, scale, size, "_std")
     if plan.raster is not None:
       _write_raster(plan, regions, target, std_target, cog)

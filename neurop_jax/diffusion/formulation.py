@@ -72,11 +72,15 @@ class Formulation:
       return image
     return (image - prior) * self.residual_scale
 
+  def image_of(self, x0: jax.Array, prior: jax.Array) -> jax.Array:
+    """The image (the [-1, 1] scale, not clipped) that a sample ``x0`` of this space stands for."""
+    if self.space == "image":
+      return x0
+    return prior + x0 / self.residual_scale
+
   def to_image(self, x0: jax.Array, prior: jax.Array) -> jax.Array:
     """The image in [-1, 1] (clipped) from a sample ``x0`` of this space and the prior."""
-    if self.space == "image":
-      return jnp.clip(x0, -1, 1)
-    return jnp.clip(prior + x0 / self.residual_scale, -1, 1)
+    return jnp.clip(self.image_of(x0, prior), -1, 1)
 
 
 def _bcast(alpha_bar: jax.Array, like: jax.Array) -> jax.Array:

@@ -39,6 +39,9 @@ NetFn = Callable[[jax.Array, jax.Array], jax.Array]
 # (key, shape, dtype) -> standard normal noise of that shape: the step noise of the stochastic
 # samplers (``jax.random.normal`` unless a caller, such as the tiled path, draws it by position).
 NoiseFn = Callable[[jax.Array, tuple[int, ...], jnp.dtype], jax.Array]
+# x0 (B, H, W, C) -> x0: a correction of every step's clean estimate (e.g. consistency with the
+# input, ``neurop_jax.inference.consistency``), applied before the update uses it.
+ProjectFn = Callable[[jax.Array], jax.Array]
 
 
 class Trajectory(NamedTuple):
@@ -166,11 +169,13 @@ Update = Callable[[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array, jax.Ar
 
 def _ancestral_scan(update: Update, net_fn: NetFn, x_T: jax.Array, rng: jax.Array,
                     schedule: Schedule, timesteps: Sequence[int], target: str, clip: bool,
-                    return_trajectory: bool,
-                    noise: NoiseFn | None) -> jax.Array | tuple[jax.Array, Trajectory]:
+                    return_trajectory: bool, noise: NoiseFn | None,
+                    project: ProjectFn | None) -> jax.Array | tuple[jax.Array, Trajectory]:
   """Scan ``update(x, x0, eps, a_i, a_j, z) -> x_next`` over the pairs of ``timesteps``; z of step
-  k is ``noise(fold_in(rng, k), x.shape, x.dtype)``."""
+  k is ``noise(fold_in(rng, k), x.shape, x.dtype)``; x0 passes through ``project`` first (eps
+  stays the network's, as DDNM does)."""
   noise = jax.random.normal if noise is None else noise
+  project = (lambda x0: x0) if project is None else project
   t, t_next = timestep_pairs(timesteps)
   per_step = (jnp.arange(len(t)), noise_level_at(schedule, t), alpha_bar_at(schedule, t),
               alpha_bar_at(schedule, t_next))
@@ -179,6 +184,7 @@ def _ancestral_scan(update: Update, net_fn: NetFn, x_T: jax.Array, rng: jax.Arra
     k, g, a_i, a_j = inputs
     z = noise(jax.random.fold_in(rng, k), x.shape, x.dtype)
     x0, eps = split_prediction(target, net_fn(x, _batch_level(x, g)), x, a_i)
+    x0 = project(x0)
     x_next = update(x, x0, eps, a_i, a_j, z)
     return x_next, (x_next, x0) if return_trajectory else None
 
@@ -189,7 +195,8 @@ def _ancestral_scan(update: Update, net_fn: NetFn, x_T: jax.Array, rng: jax.Arra
 def ddim_sample(net_fn: NetFn, x_T: jax.Array, rng: jax.Array, schedule: Schedule,
                 timesteps: Sequence[int], eta: jax.Array | float = 0.0, target: str = "eps",
                 clip: bool = True, return_trajectory: bool = False,
-                noise: NoiseFn | None = None) -> jax.Array | tuple[jax.Array, Trajectory]:
+                noise: NoiseFn | None = None,
+                project: ProjectFn | None = None) -> jax.Array | tuple[jax.Array, Trajectory]:
   """DDIM ("generalized steps", the original's sampler) over ``timesteps``.
 
   Args:
@@ -203,19 +210,20 @@ def ddim_sample(net_fn: NetFn, x_T: jax.Array, rng: jax.Array, schedule: Schedul
     clip: clip the final sample to [-1, 1] (static; image space).
     return_trajectory: also return the ``Trajectory`` (static).
     noise: the step noise, ``(key, shape, dtype) -> z``; None is ``jax.random.normal``.
+    project: a correction of each step's x0 estimate (``ProjectFn``); None for none.
 
   Returns:
     ``(B, H, W, C)`` the sample (clipped to [-1, 1] if ``clip``), and the trajectory if asked.
   """
   update = lambda x, x0, eps, a_i, a_j, z: ddim_update(x0, eps, a_i, a_j, eta, z)
   return _ancestral_scan(update, net_fn, x_T, rng, schedule, timesteps, target, clip,
-                         return_trajectory, noise)
+                         return_trajectory, noise, project)
 
 
 def ddpm_sample(net_fn: NetFn, x_T: jax.Array, rng: jax.Array, schedule: Schedule,
                 timesteps: Sequence[int], target: str = "eps", clip: bool = True,
-                return_trajectory: bool = False,
-                noise: NoiseFn | None = None) -> jax.Array | tuple[jax.Array, Trajectory]:
+                return_trajectory: bool = False, noise: NoiseFn | None = None,
+                project: ProjectFn | None = None) -> jax.Array | tuple[jax.Array, Trajectory]:
   """Ancestral sampling (DDPM) over ``timesteps``: all T steps (range(T)) or a subsequence.
 
   Each step draws from the posterior of the (possibly skipped) pair, see ``ddpm_update``; the
@@ -224,7 +232,7 @@ def ddpm_sample(net_fn: NetFn, x_T: jax.Array, rng: jax.Array, schedule: Schedul
   """
   update = lambda x, x0, eps, a_i, a_j, z: ddpm_update(x, x0, a_i, a_j, z)
   return _ancestral_scan(update, net_fn, x_T, rng, schedule, timesteps, target, clip,
-                         return_trajectory, noise)
+                         return_trajectory, noise, project)
 
 
 def _dpm_solver_pp_coefficients(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -247,7 +255,8 @@ def _dpm_solver_pp_coefficients(a: jax.Array) -> tuple[jax.Array, jax.Array, jax
 
 def dpm_solver_pp_sample(net_fn: NetFn, x_T: jax.Array, rng: jax.Array, schedule: Schedule,
                          timesteps: Sequence[int], target: str = "eps", clip: bool = True,
-                         return_trajectory: bool = False, noise: NoiseFn | None = None
+                         return_trajectory: bool = False, noise: NoiseFn | None = None,
+                         project: ProjectFn | None = None
                          ) -> jax.Array | tuple[jax.Array, Trajectory]:
   """DPM-Solver++(2M) (Lu et al. 2022): multistep second order, data prediction, VP.
 
@@ -258,6 +267,7 @@ def dpm_solver_pp_sample(net_fn: NetFn, x_T: jax.Array, rng: jax.Array, schedule
   Deterministic: ``rng`` and ``noise`` are not used. Arguments and result as ``ddim_sample``.
   """
   del rng, noise
+  project = (lambda x0: x0) if project is None else project
   seq = np.unique(np.asarray(timesteps, dtype=np.int64))
   t, _ = timestep_pairs(seq)
   a = alpha_bar_at(schedule, np.concatenate([t, [-1]]))
@@ -268,6 +278,7 @@ def dpm_solver_pp_sample(net_fn: NetFn, x_T: jax.Array, rng: jax.Array, schedule
     x, x0_prev = carry
     g, a_i, ratio_k, gain_k, w_k = inputs
     x0, _ = split_prediction(target, net_fn(x, _batch_level(x, g)), x, a_i)
+    x0 = project(x0)
     x_next = ratio_k * x + gain_k * (x0 + w_k * (x0 - x0_prev))
     return (x_next, x0), (x_next, x0) if return_trajectory else None
 
@@ -288,9 +299,11 @@ DEFAULT_SKIP: dict[str, str] = {"ddim": "uniform", "ddpm": "uniform", "dpm_solve
 
 @dataclasses.dataclass(frozen=True)
 class Sampling:
-  """How to sample: the sampler, its number of steps, their spacing and DDIM's eta (hashable).
+  """How to sample: the sampler, its number of steps, their spacing, DDIM's eta and the strength
+  (hashable).
 
-  The defaults are the paper's: DDIM, 50 uniform steps, eta 0. ``with_overrides`` applies a
+  The defaults are the paper's: DDIM, 50 uniform steps, eta 0, strength 1 (the whole chain from
+  noise; see ``strength_timesteps`` for the fidelity dial). ``with_overrides`` applies a
   caller's choices over a run's defaults; every entry point resolves its options through it.
   """
 
@@ -298,6 +311,7 @@ class Sampling:
   steps: int = 50
   skip: str = "uniform"
   eta: float = 0.0
+  strength: float = 1.0
 
   def __post_init__(self):
     if self.sampler not in SAMPLERS:
@@ -311,13 +325,17 @@ class Sampling:
       raise InputError(f"eta must be a finite number >= 0, got {self.eta!r}")
     if self.sampler != "ddim" and self.eta != 0:
       raise InputError(f"eta applies to 'ddim' only, got eta={self.eta} with {self.sampler!r}")
+    if (isinstance(self.strength, bool) or not isinstance(self.strength, (int, float))
+        or not 0 <= self.strength <= 1):
+      raise InputError(f"strength must be a number in [0, 1], got {self.strength!r}")
 
   def with_overrides(self, sampler: str | None = None, steps: int | None = None,
-                     skip: str | None = None, eta: float | None = None) -> "Sampling":
+                     skip: str | None = None, eta: float | None = None,
+                     strength: float | None = None) -> "Sampling":
     """These settings with the given fields replaced; None keeps this one's value.
 
     A sampler other than this one's takes its own spacing (``DEFAULT_SKIP``) and eta 0 unless
-    they are given; ``steps`` stays this one's unless given.
+    they are given; ``steps`` and ``strength`` stay this one's unless given.
     """
     sampler = self.sampler if sampler is None else sampler
     same = sampler == self.sampler
@@ -325,7 +343,8 @@ class Sampling:
       skip = self.skip if same else DEFAULT_SKIP.get(sampler, "uniform")
     if eta is None:
       eta = self.eta if same else 0.0
-    return Sampling(sampler, int(self.steps if steps is None else steps), skip, float(eta))
+    return Sampling(sampler, int(self.steps if steps is None else steps), skip, float(eta),
+                    self.strength if strength is None else strength)
 
   def timesteps(self, schedule: Schedule) -> tuple[int, ...]:
     """The timestep sequence of these settings on ``schedule`` (``timestep_sequence``)."""
@@ -335,8 +354,8 @@ class Sampling:
 def sample(net_fn: NetFn, x_T: jax.Array, rng: jax.Array, *, schedule: Schedule,
            sampler: str = "ddim", steps: int = 50, eta: jax.Array | float = 0.0,
            skip: str = "uniform", timesteps: Sequence[int] | None = None, target: str = "eps",
-           clip: bool = True, return_trajectory: bool = False,
-           noise: NoiseFn | None = None) -> jax.Array | tuple[jax.Array, Trajectory]:
+           clip: bool = True, return_trajectory: bool = False, noise: NoiseFn | None = None,
+           project: ProjectFn | None = None) -> jax.Array | tuple[jax.Array, Trajectory]:
   """Sample by name: 'ddim' (the original), 'ddpm' (ancestral) or 'dpm_solver_pp' (2M).
 
   Args:
@@ -357,6 +376,8 @@ def sample(net_fn: NetFn, x_T: jax.Array, rng: jax.Array, *, schedule: Schedule,
     return_trajectory: also return the ``Trajectory`` (static).
     noise: the step noise of 'ddpm' and DDIM with eta > 0, ``(key, shape, dtype) -> z`` (the
       tiled path draws it by position); None is ``jax.random.normal``.
+    project: a correction of every step's x0 estimate before the update (``ProjectFn``, in the
+      diffusion space); None for none.
 
   Returns:
     ``(B, H, W, C)`` the sample, and the trajectory if asked.
@@ -369,14 +390,39 @@ def sample(net_fn: NetFn, x_T: jax.Array, rng: jax.Array, *, schedule: Schedule,
     timesteps = timestep_sequence(schedule, steps, skip)
   options = {"eta": eta} if sampler == "ddim" else {}
   return SAMPLERS[sampler](net_fn, x_T, rng, schedule, timesteps, target=target, clip=clip,
-                           return_trajectory=return_trajectory, noise=noise, **options)
+                           return_trajectory=return_trajectory, noise=noise, project=project,
+                           **options)
+
+
+def strength_timesteps(timesteps: Sequence[int], strength: float) -> tuple[int, ...]:
+  """The part of an increasing timestep sequence that a chain of ``strength`` runs.
+
+  The first ``round(strength * S)`` of its S timesteps (the least noisy ones): the step count
+  names the whole chain and a strength runs its share of those steps, so strength 0.3 of 50 DDIM
+  steps runs 15 and costs 30% (the convention of diffusers' image-to-image pipelines). Strength 1
+  is the whole sequence; strength 0 is none (the prior itself).
+  """
+  if not 0 <= strength <= 1:
+    raise ValueError(f"strength must be in [0, 1], got {strength}")
+  timesteps = tuple(int(t) for t in timesteps)
+  return timesteps[:int(round(strength * len(timesteps)))]
+
+
+def start_state(x_T: jax.Array, start: jax.Array, schedule: Schedule,
+                timesteps: Sequence[int]) -> jax.Array:
+  """The state a chain over ``timesteps`` starts from when it is shorter than the whole one:
+  ``start`` (the clean sample, ``(B, H, W, C)``) noised to the last (noisiest) step ``t``,
+  sqrt(alpha_bar[t]) start + sqrt(1 - alpha_bar[t]) x_T, with ``x_T`` the standard-normal noise."""
+  a = alpha_bar_at(schedule, np.asarray(timesteps[-1]))
+  return jnp.sqrt(a) * start + jnp.sqrt(1 - a) * x_T
 
 
 def sample_conditioned(net_fn: NetFn, prior: jax.Array, x_T: jax.Array, rng: jax.Array, *,
                        schedule: Schedule, formulation: Formulation = Formulation(),
                        sampler: str = "ddim", steps: int = 50, eta: jax.Array | float = 0.0,
                        skip: str = "uniform", timesteps: Sequence[int] | None = None,
-                       return_trajectory: bool = False, noise: NoiseFn | None = None
+                       strength: float = 1.0, return_trajectory: bool = False,
+                       noise: NoiseFn | None = None, project: ProjectFn | None = None
                        ) -> jax.Array | tuple[jax.Array, Trajectory]:
   """Reverse diffusion of any conditioned network in ``formulation``'s space, as an image.
 
@@ -384,12 +430,37 @@ def sample_conditioned(net_fn: NetFn, prior: jax.Array, x_T: jax.Array, rng: jax
   (the [-1, 1] scale); ``x_T`` ``(B, H, W, C)`` standard normal. The sampler runs in the
   formulation's space (image or scaled residual) with its target; the result is
   ``formulation.to_image``: ``(B, H, W, C)`` in [-1, 1], clipped. A trajectory, if asked, is in
-  the diffusion space. Other arguments as ``sample``.
+  the diffusion space.
+
+  ``strength`` (static, in [0, 1]) is the fidelity dial: 1 is the whole chain from ``x_T`` (the
+  paper); below 1 the chain runs ``strength_timesteps`` of the sequence, from the prior's own
+  clean sample (the prior in image space, the zero residual in residual space) noised to its
+  first step with ``x_T`` (``start_state``, as SDEdit, DifFace and CCDF); 0 returns the prior
+  (clipped to [-1, 1]).
+
+  ``project`` corrects each step's clean estimate in image space (``(B, H, W, C)`` [-1, 1] scale
+  -> same; linear, e.g. ``inference.consistency.input_projection``): it is applied to the image
+  the estimate stands for (the prior plus the unscaled residual in residual space), and at
+  strength 0 to the prior. Other arguments as ``sample``.
   """
+  space_project = None
+  if project is not None:
+    space_project = lambda x0: formulation.to_space(project(formulation.image_of(x0, prior)),
+                                                    prior)
+  if strength != 1:
+    if timesteps is None:
+      timesteps = timestep_sequence(schedule, steps, skip)
+    timesteps = strength_timesteps(timesteps, strength)
+    start = formulation.to_space(prior, prior)
+    if not timesteps:
+      start = start if space_project is None else space_project(start)
+      image = formulation.to_image(start, prior)
+      return (image, Trajectory(start[None], start[:0])) if return_trajectory else image
+    x_T = start_state(x_T, start, schedule, timesteps)
   out = sample(net_fn, x_T, rng, schedule=schedule, sampler=sampler, steps=steps, eta=eta,
                skip=skip, timesteps=timesteps, target=formulation.target,
                clip=formulation.space == "image", return_trajectory=return_trajectory,
-               noise=noise)
+               noise=noise, project=space_project)
   if return_trajectory:
     return formulation.to_image(out[0], prior), out[1]
   return formulation.to_image(out, prior)

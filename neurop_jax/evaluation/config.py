@@ -20,9 +20,10 @@ def default_evaluate_config() -> ml_collections.ConfigDict:
     methods: a subset of 'bicubic', 'operator', 'diffusion'.
     which: the checkpoint, 'best' (by the stage's ``best_metric``) or 'latest'.
     num_images: images evenly spaced over the split (0: all of them).
-    sampler, steps, skip, eta: NeurOp-Diff's sampling; '', 0, '' and -1 take the run's (what its
-      stage 2 validated with; DDIM 50 for the paper's configs), as every entry point does
-      (``inference.run.Run.sampling_for``).
+    sampler, steps, skip, eta, strength: NeurOp-Diff's sampling; '', 0, '', -1 and -1 take the
+      run's (what its stage 2 validated with; DDIM 50 at strength 1 for the paper's configs), as
+      every entry point does (``inference.run.Run.sampling_for``). ``strength`` in [0, 1] is the
+      fidelity dial (``inference.api.super_resolve``).
     seed: seed of the diffusion noise: image ``i`` of the split is sampled with
       ``fold_in(key(seed), i)`` at every scale, the key ``upsample --seed`` gives its file ``i``.
     lpips: also compute LPIPS (needs ``pip install neurop_jax[lpips]``).
@@ -31,5 +32,6 @@ def default_evaluate_config() -> ml_collections.ConfigDict:
   """
   return ml_collections.ConfigDict(dict(
       split="test", scales=(2.0, 3.1, 4.0, 5.8, 7.0, 8.0, 9.0, 10.0), methods=METHODS,
-      which="best", num_images=0, sampler="", steps=0, skip="", eta=-1.0, seed=0, lpips=True,
+      which="best", num_images=0, sampler="", steps=0, skip="", eta=-1.0,
+      strength=-1.0, seed=0, lpips=True,
       crop_images=3, crop_size=96))

@@ -96,6 +96,10 @@ def evaluate_settings(config: ml_collections.ConfigDict) -> ml_collections.Confi
                      ">= 0")
   if settings.eta < 0 and settings.eta != -1:
     raise InputError(f"config.evaluate.eta must be >= 0 (or -1: the run's), got {settings.eta}")
+  strength = settings.get("strength", -1.0)
+  if strength != -1 and not 0 <= strength <= 1:
+    raise InputError(f"config.evaluate.strength must be in [0, 1] (or -1: the run's), got "
+                     f"{strength}")
   if settings.crop_size < 1:
     raise InputError(f"config.evaluate.crop_size must be >= 1, got {settings.crop_size}")
   return settings
@@ -112,7 +116,8 @@ def sampling_of(run: Run, settings: ml_collections.ConfigDict) -> dict:
   """The sampler options of ``settings`` for ``super_resolve`` ('' / 0 / -1 fields: None, the
   run's)."""
   return dict(sampler=settings.sampler or None, steps=settings.steps or None,
-              skip=settings.skip or None, eta=None if settings.eta == -1 else settings.eta)
+              skip=settings.skip or None, eta=None if settings.eta == -1 else settings.eta,
+              strength=None if settings.get("strength", -1.0) == -1 else settings.strength)
 
 
 def _scale_tag(scale: float, s_max: float) -> str:
@@ -127,7 +132,7 @@ def results_markdown(report: dict[str, Any]) -> str:
       "",
       f"{report['num_images']} images of the {s['split']} split, checkpoint '{s['which']}'; "
       f"NeurOp-Diff: {sampling['sampler']}, {sampling['steps']} steps ({sampling['skip']}), eta "
-      f"{sampling['eta']:g}, seed {s['seed']}. "
+      f"{sampling['eta']:g}, strength {sampling.get('strength', 1.0):g}, seed {s['seed']}. "
       f"Training scales (1, {report['s_max']:g}]; OOD: out of distribution.",
       "PSNR/SSIM 'paper': RGB, whole image; 'rs': Y channel (BT.601), border crop round(scale). "
       "LPIPS: AlexNet v0.1, RGB, whole image (lower is better).",

@@ -45,9 +45,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from neurop_jax.diffusion.formulation import Formulation
-from neurop_jax.diffusion.samplers import NoiseFn, Trajectory, sample_conditioned
+from neurop_jax.diffusion.samplers import NoiseFn, ProjectFn, Trajectory, sample_conditioned
 from neurop_jax.diffusion.schedule import Schedule
 from neurop_jax.inference import tiles
+from neurop_jax.inference.consistency import input_projection
 from neurop_jax.inference.run import Run
 from neurop_jax.models import NeurOpDiff, compute_prior, to_unit
 
@@ -212,8 +213,8 @@ class UNetDenoiser:
 
 def sample_image(denoise: DenoiseFn, params: Any, prior: jax.Array, rng: jax.Array,
                  eta: jax.Array, schedule: Schedule, *, sampler: str,
-                 timesteps: tuple[int, ...], formulation: Formulation,
-                 origin: jax.Array | None = None) -> jax.Array:
+                 timesteps: tuple[int, ...], formulation: Formulation, strength: float = 1.0,
+                 project: ProjectFn | None = None, origin: jax.Array | None = None) -> jax.Array:
   """One draw for one image from its key: ``prior`` ``(1, h, w, C)`` [-1, 1] -> ``(1, h, w, C)``
   in [0, 1].
 
@@ -221,7 +222,9 @@ def sample_image(denoise: DenoiseFn, params: Any, prior: jax.Array, rng: jax.Arr
   step's noise (the stochastic samplers') are windows of one standard-normal field over the
   output grid (``tiles.position_noise``; x_T from ``fold_in(rng, 0)``, step k from
   ``fold_in(fold_in(rng, 1), k)``) at ``origin``, the top-left pixel of ``prior`` in the output
-  (None: the whole image), so a tile sees the noise the whole image would there.
+  (None: the whole image), so a tile sees the noise the whole image would there. ``strength``:
+  the fidelity dial of ``samplers.sample_conditioned`` (1: the whole chain); ``project``: its
+  correction of each step's estimate (``consistency.input_projection``), None for none.
   """
   shape, channels = prior.shape[1:3], prior.shape[-1]
   origin = jnp.zeros(2, jnp.int32) if origin is None else origin
@@ -230,31 +233,38 @@ def sample_image(denoise: DenoiseFn, params: Any, prior: jax.Array, rng: jax.Arr
   image = sample_conditioned(net_fn, prior, noise(jax.random.fold_in(rng, 0), None, None),
                              jax.random.fold_in(rng, 1), schedule=schedule,
                              formulation=formulation, sampler=sampler, timesteps=timesteps,
-                             noise=noise, **({"eta": eta} if sampler == "ddim" else {}))
+                             strength=strength, noise=noise, project=project,
+                             **({"eta": eta} if sampler == "ddim" else {}))
   return to_unit(image)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "out_shape", "sampler", "timesteps",
-                                             "formulation", "samples"))
+                                             "formulation", "strength", "consistency",
+                                             "samples"))
 def _super_resolve(model: NeurOpDiff, params: dict, lr: jax.Array, rng: jax.Array,
                    eta: jax.Array, schedule: Schedule, *, out_shape: tuple[int, int],
                    sampler: str, timesteps: tuple[int, ...], formulation: Formulation,
-                   samples: int | None) -> jax.Array:
+                   strength: float, consistency: bool, samples: int | None) -> jax.Array:
   """The pure, jitted body of ``super_resolve``: ``lr`` (B, h, w, C) [0, 1] -> draws (B, K, H, W,
   C) in [0, 1] (K = 1 when ``samples`` is None), with the keys ``draw_keys(rng, samples, b)``."""
   def image(lr_b, index):
     prior = compute_prior(model, params, lr_b[None], out_shape)
+    project = input_projection(lr_b[None] * 2 - 1, out_shape) if consistency else None
     draw = lambda key: sample_image(UNetDenoiser(model), params, prior, key, eta, schedule,
                                     sampler=sampler, timesteps=timesteps,
-                                    formulation=formulation)[0]
+                                    formulation=formulation, strength=strength,
+                                    project=project)[0]
     return jax.vmap(draw)(draw_keys(rng, samples, index))
   return jax.vmap(image)(lr, jnp.arange(lr.shape[0]))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "out_shape"))
-def _prior_only(model: NeurOpDiff, params: dict, lr: jax.Array, *,
-                out_shape: tuple[int, int]) -> jax.Array:
-  return to_unit(compute_prior(model, params, lr, out_shape))
+@functools.partial(jax.jit, static_argnames=("model", "out_shape", "consistency"))
+def _prior_only(model: NeurOpDiff, params: dict, lr: jax.Array, *, out_shape: tuple[int, int],
+                consistency: bool) -> jax.Array:
+  prior = compute_prior(model, params, lr, out_shape)
+  if consistency:
+    prior = input_projection(lr * 2 - 1, out_shape)(prior)
+  return to_unit(prior)
 
 
 def check_samples(samples: int | None) -> None:
@@ -277,19 +287,21 @@ def draw_keys(rng: jax.Array, samples: int | None, index: int | jax.Array = 0) -
 
 
 def _diffusion_options(run: Run, sampler: str | None, steps: int | None, skip: str | None,
-                       eta: float | None) -> dict:
+                       eta: float | None, strength: float | None) -> dict:
   """The static and array options of a diffusion call: the run's defaults under the caller's."""
   if not run.has_unet:
     raise ValueError("the run has no diffusion UNet (stage 1 only): use prior_only")
-  sampling = run.sampling_for(sampler, steps, skip, eta)
+  sampling = run.sampling_for(sampler, steps, skip, eta, strength)
   return dict(static=dict(sampler=sampling.sampler, timesteps=sampling.timesteps(run.schedule),
-                          formulation=run.formulation), eta=jnp.float32(sampling.eta))
+                          formulation=run.formulation, strength=float(sampling.strength)),
+              eta=jnp.float32(sampling.eta))
 
 
 def super_resolve(run: Run, lr: jax.Array, *, scale: float | None = None,
                   out_shape: tuple[int, int] | None = None, rng: jax.Array,
                   sampler: str | None = None, steps: int | None = None, skip: str | None = None,
-                  eta: float | None = None, samples: int | None = None,
+                  eta: float | None = None, strength: float | None = None,
+                  consistency: bool = False, samples: int | None = None,
                   params: dict | None = None) -> jax.Array | tuple[jax.Array, jax.Array]:
   """NeurOp-Diff super-resolution: ``lr`` ``(B, h, w, C)`` in [0, 1] -> ``(B, H, W, C)`` in [0, 1].
 
@@ -309,6 +321,13 @@ def super_resolve(run: Run, lr: jax.Array, *, scale: float | None = None,
     skip: the timestep spacing ('uniform', 'quad', 'logsnr'); None: the run's for its own sampler,
       else the sampler's (``DEFAULT_SKIP``).
     eta: DDIM stochasticity, 0 = deterministic given x_T (the paper); 'ddim' only.
+    strength: the fidelity dial in [0, 1]; None: the run's (1 for the paper). 1 runs the whole
+      chain from noise; s < 1 starts from the prior noised to the level of step round(s * S) of
+      the S steps and runs those round(s * S) steps (s of the cost); 0 returns the prior itself
+      (``prior_only``'s output, exactly). See ``samplers.sample_conditioned``.
+    consistency: correct every step's clean estimate so that it degrades (by the bicubic of
+      ``data.degrade``) exactly to ``lr``: the range-null-space projection of
+      ``inference.consistency`` (DDNM). Off by default (the paper).
     samples: K draws in one program (draw d as with ``rng=split(rng, K)[d]``): the result is
       then ``(mean, std)``.
     params: parameters to use instead of ``run.params`` (same structure).
@@ -324,33 +343,37 @@ def super_resolve(run: Run, lr: jax.Array, *, scale: float | None = None,
   """
   check_images(lr, run.channels)
   out_shape = untiled_output_size(lr.shape, scale=scale, out_shape=out_shape)
-  options = _diffusion_options(run, sampler, steps, skip, eta)
+  options = _diffusion_options(run, sampler, steps, skip, eta, strength)
   params = run.params if params is None else params
   check_samples(samples)
   draws = _super_resolve(run.model, params, jnp.asarray(lr, jnp.float32), _typed_key(rng),
                          options["eta"], run.schedule, out_shape=out_shape, samples=samples,
-                         **options["static"])
+                         consistency=bool(consistency), **options["static"])
   if samples is None:
     return draws[:, 0]
   return draws.mean(axis=1), draws.std(axis=1)
 
 
 def prior_only(run: Run, lr: jax.Array, *, scale: float | None = None,
-               out_shape: tuple[int, int] | None = None, params: dict | None = None) -> jax.Array:
+               out_shape: tuple[int, int] | None = None, consistency: bool = False,
+               params: dict | None = None) -> jax.Array:
   """The neural-operator (SRNO) baseline: ``(B, H, W, C)`` float32 in [0, 1], clipped.
 
-  Arguments and validation as ``super_resolve``; only the operator's parameters are read.
+  Arguments and validation as ``super_resolve``; only the operator's parameters are read. With
+  ``consistency`` the prior is projected once onto the images that degrade to ``lr``.
   """
   check_images(lr, run.channels)
   out_shape = untiled_output_size(lr.shape, scale=scale, out_shape=out_shape)
   params = run.params if params is None else params
-  return _prior_only(run.model, params, jnp.asarray(lr, jnp.float32), out_shape=out_shape)
+  return _prior_only(run.model, params, jnp.asarray(lr, jnp.float32), out_shape=out_shape,
+                     consistency=bool(consistency))
 
 
 def make_super_resolver(run: Run, *, lr_shape: Sequence[int], scale: float | None = None,
                         out_shape: tuple[int, int] | None = None, sampler: str | None = None,
                         steps: int | None = None, skip: str | None = None,
-                        eta: float | None = None) -> Resolver:
+                        eta: float | None = None, strength: float | None = None,
+                        consistency: bool = False) -> Resolver:
   """A super-resolver ``(params, lr, rng) -> (B, H, W, C)`` for inputs of shape ``lr_shape``.
 
   The shapes and options (over the run's defaults, as ``super_resolve``) are validated and fixed
@@ -363,7 +386,7 @@ def make_super_resolver(run: Run, *, lr_shape: Sequence[int], scale: float | Non
   Args:
     run: the model and its defaults (its parameters are passed to each call).
     lr_shape: ``(B, h, w, C)``, the shape every ``lr`` will have.
-    scale, out_shape, sampler, steps, skip, eta: as ``super_resolve``.
+    scale, out_shape, sampler, steps, skip, eta, strength, consistency: as ``super_resolve``.
 
   Returns:
     ``resolver(params, lr, rng)``: ``lr`` ``(B, h, w, C)`` in [0, 1] -> float32 ``(B, H, W, C)`` in
@@ -372,7 +395,7 @@ def make_super_resolver(run: Run, *, lr_shape: Sequence[int], scale: float | Non
   lr_shape = tuple(int(n) for n in lr_shape)
   check_layout(lr_shape, jnp.float32, run.channels)
   hr_shape = untiled_output_size(lr_shape, scale=scale, out_shape=out_shape)
-  options = _diffusion_options(run, sampler, steps, skip, eta)
+  options = _diffusion_options(run, sampler, steps, skip, eta, strength)
 
   def resolver(params: dict, lr: jax.Array, rng: jax.Array) -> jax.Array:
     if tuple(lr.shape) != lr_shape:
@@ -381,6 +404,6 @@ def make_super_resolver(run: Run, *, lr_shape: Sequence[int], scale: float | Non
     check_images(lr, run.channels)
     return _super_resolve(run.model, params, jnp.asarray(lr, jnp.float32), _typed_key(rng),
                           options["eta"], run.schedule, out_shape=hr_shape, samples=None,
-                          **options["static"])[:, 0]
+                          consistency=bool(consistency), **options["static"])[:, 0]
 
   return resolver

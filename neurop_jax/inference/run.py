@@ -82,17 +82,19 @@ class Run:
     return "unet" in self.params["params"]
 
   def sampling_for(self, sampler: str | None = None, steps: int | None = None,
-                   skip: str | None = None, eta: float | None = None) -> Sampling:
+                   skip: str | None = None, eta: float | None = None,
+                   strength: float | None = None) -> Sampling:
     """The run's sampling defaults with the caller's choices over them (``Sampling.with_overrides``:
     None keeps the run's; another sampler brings its own spacing and eta 0)."""
-    return self.sampling.with_overrides(sampler, steps, skip, eta)
+    return self.sampling.with_overrides(sampler, steps, skip, eta, strength)
 
 
 def _sampling_of(diffusion_cfg: ml_collections.ConfigDict) -> Sampling:
   """The sampling a stage-2 config validated with (the paper's when it predates those fields)."""
   if "val_sampler" not in diffusion_cfg:
     return PAPER_SAMPLING
-  return Sampling(diffusion_cfg.val_sampler, int(diffusion_cfg.val_steps), diffusion_cfg.val_skip)
+  return Sampling(diffusion_cfg.val_sampler, int(diffusion_cfg.val_steps), diffusion_cfg.val_skip,
+                  strength=float(diffusion_cfg.get("val_strength", 1.0)))
 
 
 def load_run(workdir: str | os.PathLike, which: str = "best",

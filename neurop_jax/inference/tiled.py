@@ -186,15 +186,17 @@ class TiledOperator:
       yield (y0, x0), tile[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
 
 
-@functools.partial(jax.jit, static_argnames=("denoise", "sampler", "timesteps", "formulation"))
+@functools.partial(jax.jit, static_argnames=("denoise", "sampler", "timesteps", "formulation",
+                                             "strength"))
 def _sample_tile(denoise: DenoiseFn, params: Any, prior: jax.Array, origin: jax.Array,
                  rngs: jax.Array, schedule: Schedule, eta: jax.Array, *, sampler: str,
-                 timesteps: tuple[int, ...], formulation: Formulation) -> jax.Array:
+                 timesteps: tuple[int, ...], formulation: Formulation,
+                 strength: float) -> jax.Array:
   """``api.sample_image`` on the tile at ``origin``, once per key of ``rngs`` ``(K,)`` (vmapped):
   ``prior`` ``(th, tw, C)`` [-1, 1] -> ``(K, th, tw, C)`` in [0, 1]."""
   draw = lambda rng: sample_image(denoise, params, prior[None], rng, eta, schedule,
                                   sampler=sampler, timesteps=timesteps, formulation=formulation,
-                                  origin=origin)[0]
+                                  strength=strength, origin=origin)[0]
   return jax.vmap(draw)(rngs)
 
 
@@ -219,7 +221,7 @@ def sample_strips(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple
     out_hw: the output size ``(H, W)``.
     keys: ``(K,)`` the keys of the draws (``api.draw_keys``).
     schedule: the noise schedule.
-    sampling: the sampler, steps, spacing and eta (the paper's by default).
+    sampling: the sampler, steps, spacing, eta and strength (the paper's by default).
     formulation: what ``denoise`` predicts and where it diffuses (the paper's by default).
     tile, overlap: the tile side and the overlap of neighbouring tiles, in output pixels.
     progress: show a tqdm bar.
@@ -238,7 +240,7 @@ def sample_strips(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple
       result = np.asarray(_sample_tile(
           denoise, params, prior(origin, shape), np.asarray(origin, np.int32), keys, schedule,
           jnp.float32(sampling.eta), sampler=sampling.sampler, timesteps=timesteps,
-          formulation=formulation))
+          formulation=formulation, strength=float(sampling.strength)))
       if strip is None:
         strip = np.zeros((result.shape[0], 0, out_hw[1], result.shape[-1]), np.float32)
       if strip.shape[1] < top + shape[0] - done:
@@ -258,9 +260,9 @@ def super_resolve_regions(run: Run, image: np.ndarray, out_hw: tuple[int, int], 
                           prior_only: bool = False, rng: jax.Array | None = None, index: int = 0,
                           sampler: str | None = None, steps: int | None = None,
                           skip: str | None = None, eta: float | None = None,
-                          samples: int | None = None, tile: int = 256, overlap: int = 32,
-                          params: dict | None = None, progress: bool = True
-                          ) -> Iterator[tuple[tuple[int, int], np.ndarray, np.ndarray | None]]:
+                          strength: float | None = None, samples: int | None = None,
+                          tile: int = 256, overlap: int = 32, params: dict | None = None,
+                          progress: bool = True) -> Iterator[tuple[tuple[int, int], np.ndarray, np.ndarray | None]]:
   """Super-resolves one image of any size in bounded memory, region by region.
 
   Yields ``(origin, mean, std)`` over regions that partition the output: ``mean`` float32
@@ -279,7 +281,8 @@ def super_resolve_regions(run: Run, image: np.ndarray, out_hw: tuple[int, int], 
     check_layout((1, *image.shape), image.dtype, run.channels)
   out_hw = output_size((1, *image.shape), out_shape=out_hw)
   params = run.params if params is None else params
-  sampling = None if prior_only else _tiled_sampling(run, rng, sampler, steps, skip, eta, samples)
+  sampling = None if prior_only else _tiled_sampling(run, rng, sampler, steps, skip, eta,
+                                                     strength, samples)
   operator = TiledOperator(run.model.operator, {"params": params["params"]["operator"]}, image,
                            out_hw, tile, progress)
   if prior_only:
@@ -297,14 +300,15 @@ def super_resolve_regions(run: Run, image: np.ndarray, out_hw: tuple[int, int], 
 
 
 def _tiled_sampling(run: Run, rng: jax.Array | None, sampler: str | None, steps: int | None,
-                    skip: str | None, eta: float | None, samples: int | None) -> Sampling:
+                    skip: str | None, eta: float | None, strength: float | None,
+                    samples: int | None) -> Sampling:
   """The sampling of a tiled diffusion call (the run's defaults under the caller's), checked."""
   if not run.has_unet:
     raise ValueError("the run has no diffusion UNet (stage 1 only): use prior_only_tiled")
   if rng is None:
     raise ValueError("diffusion needs rng, a PRNG key (e.g. rng=jax.random.key(0))")
   check_samples(samples)
-  return run.sampling_for(sampler, steps, skip, eta)
+  return run.sampling_for(sampler, steps, skip, eta, strength)
 
 
 def _gather(run: Run, lr: np.ndarray, scale: float | None, out_shape: tuple[int, int] | None,
@@ -328,13 +332,15 @@ def super_resolve_tiled(run: Run, lr: np.ndarray, *, scale: float | None = None,
                         out_shape: tuple[int, int] | None = None, rng: jax.Array,
                         sampler: str | None = None, steps: int | None = None,
                         skip: str | None = None, eta: float | None = None,
-                        samples: int | None = None, tile: int = 256, overlap: int = 32,
-                        dtype: np.dtype = np.float32, params: dict | None = None,
+                        strength: float | None = None, samples: int | None = None,
+                        tile: int = 256, overlap: int = 32, dtype: np.dtype = np.float32,
+                        params: dict | None = None,
                         progress: bool = True) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
   """``api.super_resolve`` for outputs of any size, in bounded memory (diffusion tiles blended).
 
   Args:
-    run, scale, out_shape, sampler, steps, skip, eta, samples, params: as ``super_resolve``
+    run, scale, out_shape, sampler, steps, skip, eta, strength, samples, params: as
+      ``super_resolve``
       (the run's defaults unless given).
     lr: ``(B, h, w, C)`` float in [0, 1]; the images are super-resolved one after the other.
     rng: a PRNG key; image ``b`` of the batch draws with ``api.draw_keys(rng, samples, b)``, as
@@ -349,11 +355,11 @@ def super_resolve_tiled(run: Run, lr: np.ndarray, *, scale: float | None = None,
   Raises:
     ValueError: as ``super_resolve``, but for the size bound.
   """
-  sampling = _tiled_sampling(run, rng, sampler, steps, skip, eta, samples)
+  _tiled_sampling(run, rng, sampler, steps, skip, eta, strength, samples)  # fail before any work
   regions = lambda image, out_hw, b: super_resolve_regions(
-      run, image, out_hw, rng=rng, index=b, sampler=sampling.sampler,
-      steps=sampling.steps, skip=sampling.skip, eta=sampling.eta, samples=samples, tile=tile,
-      overlap=overlap, params=params, progress=progress)
+      run, image, out_hw, rng=rng, index=b, sampler=sampler, steps=steps, skip=skip, eta=eta,
+      strength=strength, samples=samples, tile=tile, overlap=overlap, params=params,
+      progress=progress)
   return _gather(run, lr, scale, out_shape, dtype, regions)
 
 

