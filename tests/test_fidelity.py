@@ -85,7 +85,9 @@ def test_each_sampler_starts_from_the_noised_prior(sampler, formulation):
   np.testing.assert_array_equal(none, np.clip(prior, -1, 1))
 
 
-@pytest.mark.parametrize("formulation", FORMULATIONS, ids=lambda f: f"{f.target}-{f.space}")
+@pytest.mark.parametrize("formulation", [
+    FORMULATIONS[0], pytest.param(FORMULATIONS[1], marks=pytest.mark.slow)],  # 3 programs: 15 s
+    ids=lambda f: f"{f.target}-{f.space}")
 def test_strength_zero_is_the_prior_and_one_the_paper_chain(micro_run, lr, formulation):
   run = dataclasses.replace(micro_run, formulation=formulation)
   options = dict(scale=2.5, rng=jax.random.key(3), sampler="ddim", steps=4)
@@ -108,6 +110,7 @@ def test_the_runs_strength_is_the_default_and_the_callers_wins(micro_run, lr):
                                 prior_only(run, lr, scale=2))
 
 
+@pytest.mark.slow  # compiles the tiled sampler twice and the untiled one: about 15 s
 def test_tiled_strength_is_the_untiled_one_on_one_tile(micro_run, lr):
   options = dict(rng=jax.random.key(5), sampler="ddpm", steps=4, strength=0.5)
   tiled = super_resolve_tiled(micro_run, lr, scale=2, tile=32, overlap=8, progress=False,
@@ -124,6 +127,7 @@ def test_a_strength_outside_zero_one_is_refused(micro_run, lr, strength):
     super_resolve(micro_run, lr, scale=2, rng=jax.random.key(0), strength=strength)
 
 
+@pytest.mark.slow  # three upsample programs: about 10 s
 def test_upsample_at_strength_zero_writes_the_prior(micro_run, tmp_path):
   source = tmp_path / "scene.png"
   write_image(source, np.random.default_rng(6).random((12, 10, 3)))
