@@ -20,6 +20,11 @@ consistency PSNR of the output's degradation against the LR (``inference.consist
 per-band mean colour error against the HR (x 255) and the wall seconds per image (the first
 image's compilation excluded). Writes the JSON ``--out`` and a PNG beside it (LPIPS against PSNR,
 one polyline per recipe and scale) and a sample grid.
+
+  python experiments/perception_distortion.py --compare A.json B.json --out both.png
+
+plots the frontiers of several runs (stage-2 training recipes on one prior) together, each
+recipe's name prefixed with its run's ``--tags`` entry (default: the JSON's name).
 """
 
 from __future__ import annotations
@@ -47,6 +52,10 @@ from neurop_jax.inference.api import prior_only, super_resolve  # noqa: E402
 from neurop_jax.inference.consistency import consistency_psnr  # noqa: E402
 from neurop_jax.inference.run import load_run  # noqa: E402
 from neurop_jax.io.images import image_grid, write_image  # noqa: E402
+
+
+BASELINES = ("bicubic", "prior", "prior+consistency")
+"""The methods that do not depend on the UNet (drawn once when runs are compared)."""
 
 
 def _config(spec: str):
@@ -82,7 +91,9 @@ def _output(run, lr, hr_hw, options, key, sampling):
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--workdir", required=True)
+  parser.add_argument("--workdir")
+  parser.add_argument("--compare", nargs="+", metavar="JSON")
+  parser.add_argument("--tags", nargs="+", help="names of the --compare runs")
   parser.add_argument("--config", default="configs/quickstart.py")
   parser.add_argument("--scales", type=float, nargs="+", default=[4.0, 8.0])
   parser.add_argument("--images", type=int, default=8)
@@ -95,7 +106,20 @@ def main() -> None:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", required=True)
   args = parser.parse_args()
-
+  if args.compare:
+    tags = args.tags or [pathlib.Path(path).stem for path in args.compare]
+    points = []
+    for tag, path in zip(tags, args.compare):
+      for point in json.loads(pathlib.Path(path).read_text())["points"]:
+        if point["recipe"] not in BASELINES:
+          points.append(dict(point, recipe=f"{tag}: {point['recipe']}"))
+        elif tag == tags[0]:  # the same prior in every run compared
+          points.append(point)
+    _plot(points, pathlib.Path(args.out))
+    print(args.out)
+    return
+  if not args.workdir:
+    parser.error("give --workdir (or --compare)")
   run = load_run(args.workdir)
   config = _config(args.config)
   source = build_sources(config.data)["val"]
