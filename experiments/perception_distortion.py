@@ -84,7 +84,6 @@ def _output(run, lr, hr_hw, options, key, sampling):
   if options.get("prior"):
     return np.asarray(prior_only(run, lr, out_shape=hr_hw,
                                  consistency=options.get("consistency", False)))
-  options = {k: v for k, v in options.items()}
   out = super_resolve(run, lr, out_shape=hr_hw, rng=key, **sampling, **options)
   return np.asarray(out[0] if isinstance(out, tuple) else out)
 
