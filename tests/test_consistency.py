@@ -1,6 +1,9 @@
-"""Consistency with the input: the projection, the samplers' estimates through it, and the API."""
+"""Consistency with the input: the projection, the samplers' estimates through it, a tile's
+constraint, and every entry point (API, run default, tiled, upsample)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -8,13 +11,19 @@ import numpy as np
 import pytest
 
 from conftest import load_fixture
-from neurop_jax.data.degrade import downsample
+from neurop_jax.cli.upsample import _parser as upsample_parser
+from neurop_jax.cli.upsampling import upsample
+from neurop_jax.data import read_image, write_image
+from neurop_jax.data.degrade import downsample, resize_weights
 from neurop_jax.diffusion.formulation import Formulation
-from neurop_jax.diffusion.samplers import sample_conditioned
+from neurop_jax.diffusion.samplers import Sampling, sample_conditioned
 from neurop_jax.diffusion.schedule import make_schedule
+from neurop_jax.errors import InputError
 from neurop_jax.inference.api import prior_only, super_resolve
-from neurop_jax.inference.consistency import consistency_psnr, input_projection
+from neurop_jax.inference.consistency import (consistency_psnr, input_projection, window_count,
+                                              window_system)
 from neurop_jax.inference.run import Run
+from neurop_jax.inference.tiled import super_resolve_tiled
 from neurop_jax.models import make_model
 
 
@@ -65,7 +74,8 @@ def test_the_sampler_projects_each_estimate_in_image_space(formulation):
   assert float(consistency_psnr((out + 1) / 2, (lr + 1) / 2)[0]) > 60
 
 
-def test_the_api_offers_it_for_the_prior_and_for_neurop_diff():
+@pytest.fixture(scope="module")
+def zeroed_run() -> Run:
   """The micro model with its operator's head and its UNet's last convolution zeroed, as an x0
   predictor: its prior is the bilinear interpolation of the input and its estimate 0 (the
   projection makes that the input's own content), images in range that the final clipping
@@ -74,7 +84,12 @@ def test_the_api_offers_it_for_the_prior_and_for_neurop_diff():
   params = jax.tree.map(np.asarray, fixture.params)
   for layer in (params["params"]["operator"]["fc2"], params["params"]["unet"]["final_conv"]["conv"]):
     layer.update(kernel=np.zeros_like(layer["kernel"]), bias=np.zeros_like(layer["bias"]))
-  run = Run(make_model(fixture.cfg), params, formulation=Formulation("x0", "image"))
+  return Run(make_model(fixture.cfg), params, formulation=Formulation("x0", "image"))
+
+
+def test_the_api_offers_it_for_the_prior_and_for_neurop_diff(zeroed_run):
+  """Through the prior and the sampler; the run's own setting is the default, the caller's wins."""
+  run = zeroed_run
   hr = np.random.default_rng(3).random((1, 30, 25, 3), dtype=np.float32) * 0.8 + 0.1
   lr = downsample(hr[0], (12, 10))[None]
   plain, consistent = (prior_only(run, lr, out_shape=(30, 25), consistency=c) for c in (0, 1))
@@ -85,3 +100,62 @@ def test_the_api_offers_it_for_the_prior_and_for_neurop_diff():
   assert not np.allclose(draw, super_resolve(run, lr, **options))
   np.testing.assert_array_equal(super_resolve(run, lr, consistency=True, strength=0.0, **options),
                                 consistent)
+  consistent_run = dataclasses.replace(run, sampling=Sampling("ddim", 3, consistency=True))
+  np.testing.assert_array_equal(super_resolve(consistent_run, lr, **options), draw)
+  np.testing.assert_array_equal(super_resolve(consistent_run, lr, consistency=False, **options),
+                                super_resolve(run, lr, **options))
+
+
+def test_a_consistency_other_than_true_or_false_is_refused():
+  with pytest.raises(InputError, match="consistency must be True or False"):
+    Sampling(consistency="yes")
+
+
+@pytest.mark.parametrize("out_size, in_size, start, length", [(60, 15, 0, 40), (60, 15, 20, 40),
+                                                              (50, 17, 13, 24), (40, 40, 8, 16)])
+def test_a_window_holds_the_lr_pixels_whose_support_is_inside_it(out_size, in_size, start, length):
+  """An image zero outside the window degrades, on the window's LR pixels, as the window alone
+  does; those are all the LR pixels that depend on the window only."""
+  count = window_count(out_size, in_size, length)
+  index, a, a_pinv = window_system(out_size, in_size, start, length, count)
+  full = resize_weights(out_size, in_size)
+  used = a.any(axis=1)
+  inside = [i for i in range(in_size) if not (full[i, :start].any() or full[i, start + length:].any())]
+  assert list(index[used]) == inside and not a[~used].any()
+  np.testing.assert_allclose(a[used], full[inside, start:start + length], atol=1e-7)
+  np.testing.assert_allclose(a @ a_pinv, np.diag(used.astype(np.float32)), atol=1e-4)
+
+
+@pytest.mark.slow  # the tiled sampler compiled twice and the untiled one: about 10 s
+def test_tiles_are_consistent_with_the_input_pixels_inside_them(zeroed_run):
+  """One tile is the untiled result; with overlaps of at least the bicubic's support (4 x scale
+  output pixels), blended tiles degrade to the input to beyond 40 dB, where without the option
+  they are near 25 dB."""
+  hr = np.random.default_rng(4).random((1, 60, 50, 3), dtype=np.float32) * 0.8 + 0.1
+  lr = downsample(hr[0], (15, 12))[None]
+  options = dict(out_shape=(60, 50), rng=jax.random.key(1), sampler="ddim", steps=3,
+                 progress=False)
+  whole = super_resolve(zeroed_run, lr, consistency=True,
+                        **{k: v for k, v in options.items() if k != "progress"})
+  one = super_resolve_tiled(zeroed_run, lr, consistency=True, tile=64, overlap=8, **options)
+  np.testing.assert_allclose(one, whole, atol=1e-6)
+  tiled, plain = (super_resolve_tiled(zeroed_run, lr, consistency=c, tile=40, overlap=20,
+                                      **options) for c in (True, False))
+  assert float(consistency_psnr(plain, lr)[0]) < 30
+  assert float(consistency_psnr(tiled, lr)[0]) > 40
+
+
+@pytest.mark.slow  # the upsample program and the tiled sampler: about 8 s
+def test_upsample_passes_it_through(zeroed_run, tmp_path):
+  source = tmp_path / "scene.png"
+  lr = np.round(downsample(np.random.default_rng(5).random((48, 40, 3)) * 0.8 + 0.1,
+                           (12, 10)) * 255) / 255
+  write_image(source, lr)
+  options = dict(scale=4, run=zeroed_run, progress=False, sampler="ddim", steps=3)
+  [consistent] = upsample([source], tmp_path / "on", consistency=True, **options)
+  [plain] = upsample([source], tmp_path / "off", **options)
+  lr = read_image(source)[None]
+  assert (float(consistency_psnr(read_image(plain)[None], lr)[0]) < 40
+          < float(consistency_psnr(read_image(consistent)[None], lr)[0]))
+  assert upsample_parser().parse_args(["x.png", "--scale", "2", "--out", "o", "--workdir", "w", "--consistency"]).consistency
+  assert upsample_parser().parse_args(["x.png", "--scale", "2", "--out", "o", "--workdir", "w"]).consistency is None

@@ -93,7 +93,7 @@ def test_upsample_evaluate_and_the_api_agree(run, trained_workdir, first_test_im
   config.evaluate.update(sampler="", steps=0, skip="", eta=-1.0)  # the run's
   report = evaluate.evaluate(config, workdir)
   assert report["sampling"] == dict(sampler="ddim", steps=2, skip="uniform", eta=0.0,
-                                  strength=1.0)
+                                  strength=1.0, consistency=True)
   evaluated = {k: v[0] for k, v in report["per_image"]["x4"]["diffusion"].items()}
   for output in (api, upsampled):
     measured = measure(output, hr, SCALE, tuple(PROTOCOLS))

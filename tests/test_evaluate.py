@@ -111,6 +111,7 @@ def test_bad_scale_fails_before_loading(scale, tmp_path):
     (dict(split="train"), "split"),
     (dict(sampler="euler"), "sampler"),
     (dict(strength=1.5), "strength must be in"),
+    (dict(consistency=2), "consistency must be 1"),
     (dict(scales=()), "empty"),
 ])
 def test_bad_settings_raise(settings, match, tmp_path):

@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                            "(the paper), lower values start from the noised prior and run that "
                            "share of the steps (closer to the prior, cheaper), 0 the prior itself; "
                            "default: the run's")
+  parser.add_argument("--consistency", action=argparse.BooleanOptionalAction,
+                      help="correct each diffusion step's estimate so that it degrades (PIL "
+                           "bicubic) to the input, tile by tile; default: the run's")
   parser.add_argument("--samples", type=int,
                       help="K diffusion draws: write their mean and their per-pixel standard "
                            "deviation (<name>_std)")
@@ -77,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                        workdir=args.workdir, checkpoint=args.checkpoint,
                        model_preset=args.model_preset, prior_only=args.prior_only,
                        sampler=args.sampler, steps=args.steps, strength=args.strength,
-                       samples=args.samples,
+                       consistency=args.consistency, samples=args.samples,
                        bands=parse_bands(args.bands), values=args.values, cog=args.cog,
                        seed=args.seed, tile=args.tile, overlap=args.overlap)
   except InputError as err:

@@ -245,7 +245,7 @@ def upsample(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
              run: Run | None = None, workdir: str | None = None, checkpoint: str | None = None,
              model_preset: str = "paper", prior_only: bool = False, sampler: str | None = None,
              steps: int | None = None, skip: str | None = None, strength: float | None = None,
-             samples: int | None = None,
+             consistency: bool | None = None, samples: int | None = None,
              bands: Sequence[int] | None = None, values: str | None = None, cog: bool = True,
              seed: int = 0, tile: int = 256, overlap: int = 32,
              progress: bool = True) -> list[Path]:
@@ -264,6 +264,8 @@ def upsample(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
       workdir's stage 2 validated with, e.g. DDIM 20 for configs/quickstart.py; the paper's DDIM
       50 for an original checkpoint).
     strength: the fidelity dial in [0, 1] (``inference.api.super_resolve``); None: the run's.
+    consistency: make every diffusion step's estimate degrade to the input (tile by tile, see
+      ``inference.consistency``); None: the run's (off for the paper and original checkpoints).
     samples: K diffusion draws: the output is their mean and ``<name>_std`` their per-pixel
       standard deviation; None for one draw and no spread.
     bands: the 1-based bands of TIFF inputs the model reads (default: the run's, else all).
@@ -293,7 +295,7 @@ def upsample(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
     raise InputError("the checkpoint has no diffusion UNet (stage 1 only): use --prior-only")
   if steps is not None and not 1 <= steps <= run.schedule.num_timesteps:
     raise InputError(f"--steps must be in [1, {run.schedule.num_timesteps}], got {steps}")
-  sampling = run.sampling_for(sampler, steps, skip, strength=strength)
+  sampling = run.sampling_for(sampler, steps, skip, strength=strength, consistency=consistency)
   bands = rasters.parse_bands(run.bands) if bands is None else tuple(bands)
   plans = [plan_input(path, scale, size, run.channels, bands, values, run.value_mapping)
            for path in paths]
@@ -310,7 +312,8 @@ def upsample(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
     regions = lambda lr: super_resolve_regions(
         run, lr, plan.out_hw, prior_only=prior_only, rng=jax.random.fold_in(key, index),
         sampler=sampling.sampler, steps=sampling.steps, skip=sampling.skip, eta=sampling.eta,
-        strength=sampling.strength, samples=samples, tile=tile, overlap=overlap, progress=progress)
+        strength=sampling.strength, consistency=sampling.consistency, samples=samples, tile=tile,
+        overlap=overlap, progress=progress)
     std_target = None if samples is None else output_path(plan.path, out_dir, scale, size, "_std")
     if plan.raster is not None:
       _write_raster(plan, regions, target, std_target, cog)

@@ -299,11 +299,13 @@ DEFAULT_SKIP: dict[str, str] = {"ddim": "uniform", "ddpm": "uniform", "dpm_solve
 
 @dataclasses.dataclass(frozen=True)
 class Sampling:
-  """How to sample: the sampler, its number of steps, their spacing, DDIM's eta and the strength
-  (hashable).
+  """How to sample: the sampler, its number of steps, their spacing, DDIM's eta, the strength and
+  whether each step's estimate is made consistent with the input (hashable).
 
   The defaults are the paper's: DDIM, 50 uniform steps, eta 0, strength 1 (the whole chain from
-  noise; see ``strength_timesteps`` for the fidelity dial). ``with_overrides`` applies a
+  noise; see ``strength_timesteps`` for the fidelity dial), no consistency (``consistency``:
+  the range-null-space correction of ``inference.consistency``, applied by the inference entry
+  points, which hold the input). ``with_overrides`` applies a
   caller's choices over a run's defaults; every entry point resolves its options through it.
   """
 
@@ -312,6 +314,7 @@ class Sampling:
   skip: str = "uniform"
   eta: float = 0.0
   strength: float = 1.0
+  consistency: bool = False
 
   def __post_init__(self):
     if self.sampler not in SAMPLERS:
@@ -328,14 +331,17 @@ class Sampling:
     if (isinstance(self.strength, bool) or not isinstance(self.strength, (int, float))
         or not 0 <= self.strength <= 1):
       raise InputError(f"strength must be a number in [0, 1], got {self.strength!r}")
+    if not isinstance(self.consistency, (bool, np.bool_)):
+      raise InputError(f"consistency must be True or False, got {self.consistency!r}")
 
   def with_overrides(self, sampler: str | None = None, steps: int | None = None,
                      skip: str | None = None, eta: float | None = None,
-                     strength: float | None = None) -> "Sampling":
+                     strength: float | None = None,
+                     consistency: bool | None = None) -> "Sampling":
     """These settings with the given fields replaced; None keeps this one's value.
 
     A sampler other than this one's takes its own spacing (``DEFAULT_SKIP``) and eta 0 unless
-    they are given; ``steps`` and ``strength`` stay this one's unless given.
+    they are given; ``steps``, ``strength`` and ``consistency`` stay this one's unless given.
     """
     sampler = self.sampler if sampler is None else sampler
     same = sampler == self.sampler
@@ -344,7 +350,8 @@ class Sampling:
     if eta is None:
       eta = self.eta if same else 0.0
     return Sampling(sampler, int(self.steps if steps is None else steps), skip, float(eta),
-                    self.strength if strength is None else strength)
+                    self.strength if strength is None else strength,
+                    self.consistency if consistency is None else consistency)
 
   def timesteps(self, schedule: Schedule) -> tuple[int, ...]:
     """The timestep sequence of these settings on ``schedule`` (``timestep_sequence``)."""

@@ -24,6 +24,8 @@ def default_evaluate_config() -> ml_collections.ConfigDict:
       run's (what its stage 2 validated with; DDIM 50 at strength 1 for the paper's configs), as
       every entry point does (``inference.run.Run.sampling_for``). ``strength`` in [0, 1] is the
       fidelity dial (``inference.api.super_resolve``).
+    consistency: 1 corrects each step's estimate to degrade to the LR input, 0 does not, -1 takes
+      the run's (``inference.consistency``).
     seed: seed of the diffusion noise: image ``i`` of the split is sampled with
       ``fold_in(key(seed), i)`` at every scale, the key ``upsample --seed`` gives its file ``i``.
     lpips: also compute LPIPS (needs ``pip install neurop_jax[lpips]``).
@@ -33,5 +35,5 @@ def default_evaluate_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       split="test", scales=(2.0, 3.1, 4.0, 5.8, 7.0, 8.0, 9.0, 10.0), methods=METHODS,
       which="best", num_images=0, sampler="", steps=0, skip="", eta=-1.0,
-      strength=-1.0, seed=0, lpips=True,
+      strength=-1.0, consistency=-1, seed=0, lpips=True,
       crop_images=3, crop_size=96))

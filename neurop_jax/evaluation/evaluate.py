@@ -100,6 +100,9 @@ def evaluate_settings(config: ml_collections.ConfigDict) -> ml_collections.Confi
   if strength != -1 and not 0 <= strength <= 1:
     raise InputError(f"config.evaluate.strength must be in [0, 1] (or -1: the run's), got "
                      f"{strength}")
+  if settings.get("consistency", -1) not in (-1, 0, 1):
+    raise InputError("config.evaluate.consistency must be 1 (on), 0 (off) or -1 (the run's), got "
+                     f"{settings.consistency!r}")
   if settings.crop_size < 1:
     raise InputError(f"config.evaluate.crop_size must be >= 1, got {settings.crop_size}")
   return settings
@@ -117,7 +120,9 @@ def sampling_of(run: Run, settings: ml_collections.ConfigDict) -> dict:
   run's)."""
   return dict(sampler=settings.sampler or None, steps=settings.steps or None,
               skip=settings.skip or None, eta=None if settings.eta == -1 else settings.eta,
-              strength=None if settings.get("strength", -1.0) == -1 else settings.strength)
+              strength=None if settings.get("strength", -1.0) == -1 else settings.strength,
+              consistency=None if settings.get("consistency", -1) == -1 else
+              bool(settings.consistency))
 
 
 def _scale_tag(scale: float, s_max: float) -> str:
@@ -132,7 +137,8 @@ def results_markdown(report: dict[str, Any]) -> str:
       "",
       f"{report['num_images']} images of the {s['split']} split, checkpoint '{s['which']}'; "
       f"NeurOp-Diff: {sampling['sampler']}, {sampling['steps']} steps ({sampling['skip']}), eta "
-      f"{sampling['eta']:g}, strength {sampling.get('strength', 1.0):g}, seed {s['seed']}. "
+      f"{sampling['eta']:g}, strength {sampling.get('strength', 1.0):g}"
+      f"{', consistency with the input' if sampling.get('consistency') else ''}, seed {s['seed']}. "
       f"Training scales (1, {report['s_max']:g}]; OOD: out of distribution.",
       "PSNR/SSIM 'paper': RGB, whole image; 'rs': Y channel (BT.601), border crop round(scale). "
       "LPIPS: AlexNet v0.1, RGB, whole image (lower is better).",

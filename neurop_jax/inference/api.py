@@ -287,13 +287,15 @@ def draw_keys(rng: jax.Array, samples: int | None, index: int | jax.Array = 0) -
 
 
 def _diffusion_options(run: Run, sampler: str | None, steps: int | None, skip: str | None,
-                       eta: float | None, strength: float | None) -> dict:
+                       eta: float | None, strength: float | None,
+                       consistency: bool | None) -> dict:
   """The static and array options of a diffusion call: the run's defaults under the caller's."""
   if not run.has_unet:
     raise ValueError("the run has no diffusion UNet (stage 1 only): use prior_only")
-  sampling = run.sampling_for(sampler, steps, skip, eta, strength)
+  sampling = run.sampling_for(sampler, steps, skip, eta, strength, consistency)
   return dict(static=dict(sampler=sampling.sampler, timesteps=sampling.timesteps(run.schedule),
-                          formulation=run.formulation, strength=float(sampling.strength)),
+                          formulation=run.formulation, strength=float(sampling.strength),
+                          consistency=bool(sampling.consistency)),
               eta=jnp.float32(sampling.eta))
 
 
@@ -301,7 +303,7 @@ def super_resolve(run: Run, lr: jax.Array, *, scale: float | None = None,
                   out_shape: tuple[int, int] | None = None, rng: jax.Array,
                   sampler: str | None = None, steps: int | None = None, skip: str | None = None,
                   eta: float | None = None, strength: float | None = None,
-                  consistency: bool = False, samples: int | None = None,
+                  consistency: bool | None = None, samples: int | None = None,
                   params: dict | None = None) -> jax.Array | tuple[jax.Array, jax.Array]:
   """NeurOp-Diff super-resolution: ``lr`` ``(B, h, w, C)`` in [0, 1] -> ``(B, H, W, C)`` in [0, 1].
 
@@ -327,7 +329,7 @@ def super_resolve(run: Run, lr: jax.Array, *, scale: float | None = None,
       (``prior_only``'s output, exactly). See ``samplers.sample_conditioned``.
     consistency: correct every step's clean estimate so that it degrades (by the bicubic of
       ``data.degrade``) exactly to ``lr``: the range-null-space projection of
-      ``inference.consistency`` (DDNM). Off by default (the paper).
+      ``inference.consistency`` (DDNM). None: the run's (off for the paper).
     samples: K draws in one program (draw d as with ``rng=split(rng, K)[d]``): the result is
       then ``(mean, std)``.
     params: parameters to use instead of ``run.params`` (same structure).
@@ -343,12 +345,12 @@ def super_resolve(run: Run, lr: jax.Array, *, scale: float | None = None,
   """
   check_images(lr, run.channels)
   out_shape = untiled_output_size(lr.shape, scale=scale, out_shape=out_shape)
-  options = _diffusion_options(run, sampler, steps, skip, eta, strength)
+  options = _diffusion_options(run, sampler, steps, skip, eta, strength, consistency)
   params = run.params if params is None else params
   check_samples(samples)
   draws = _super_resolve(run.model, params, jnp.asarray(lr, jnp.float32), _typed_key(rng),
                          options["eta"], run.schedule, out_shape=out_shape, samples=samples,
-                         consistency=bool(consistency), **options["static"])
+                         **options["static"])
   if samples is None:
     return draws[:, 0]
   return draws.mean(axis=1), draws.std(axis=1)
@@ -373,7 +375,7 @@ def make_super_resolver(run: Run, *, lr_shape: Sequence[int], scale: float | Non
                         out_shape: tuple[int, int] | None = None, sampler: str | None = None,
                         steps: int | None = None, skip: str | None = None,
                         eta: float | None = None, strength: float | None = None,
-                        consistency: bool = False) -> Resolver:
+                        consistency: bool | None = None) -> Resolver:
   """A super-resolver ``(params, lr, rng) -> (B, H, W, C)`` for inputs of shape ``lr_shape``.
 
   The shapes and options (over the run's defaults, as ``super_resolve``) are validated and fixed
@@ -395,7 +397,7 @@ def make_super_resolver(run: Run, *, lr_shape: Sequence[int], scale: float | Non
   lr_shape = tuple(int(n) for n in lr_shape)
   check_layout(lr_shape, jnp.float32, run.channels)
   hr_shape = untiled_output_size(lr_shape, scale=scale, out_shape=out_shape)
-  options = _diffusion_options(run, sampler, steps, skip, eta, strength)
+  options = _diffusion_options(run, sampler, steps, skip, eta, strength, consistency)
 
   def resolver(params: dict, lr: jax.Array, rng: jax.Array) -> jax.Array:
     if tuple(lr.shape) != lr_shape:
@@ -404,6 +406,6 @@ def make_super_resolver(run: Run, *, lr_shape: Sequence[int], scale: float | Non
     check_images(lr, run.channels)
     return _super_resolve(run.model, params, jnp.asarray(lr, jnp.float32), _typed_key(rng),
                           options["eta"], run.schedule, out_shape=hr_shape, samples=None,
-                          consistency=bool(consistency), **options["static"])[:, 0]
+                          **options["static"])[:, 0]
 
   return resolver

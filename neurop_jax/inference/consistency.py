@@ -14,6 +14,13 @@ projected image degrades exactly to the input. Each projection is four small mat
 ``O(h H W + h w W + h H W + H w W)`` multiply-adds: about 4 x (H W) x (h + w) / 2, under 1% of one
 UNet evaluation at 256x256 from 64x64. The bicubic taps sum to one, so the projection is the
 same in the [0, 1] and the [-1, 1] scales.
+
+A tile of a large output (``inference.tiled``) is made consistent with the LR pixels whose
+bicubic support lies wholly inside it (``window_system``): for those pixels the tile alone decides
+the degradation, so the tile-local projection enforces exactly their part of the global
+constraint. The LR pixels that straddle a tile's edge are left to the neighbouring tile (with the
+default overlap of 32 output pixels every LR pixel is inside some tile up to x8), and the blend of
+two tiles' outputs in their overlap satisfies each constraint only approximately.
 """
 
 from __future__ import annotations
@@ -41,6 +48,50 @@ def degrade(image: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
   return jnp.einsum("hH,bHWc,wW->bhwc", a, image, b, precision=_HIGHEST)
 
 
+def projection(lr: jax.Array, a: jax.Array, a_pinv: jax.Array, b: jax.Array,
+               b_pinv: jax.Array) -> Callable[[jax.Array], jax.Array]:
+  """``project(x) = x + D^+ (lr - D x)`` for the separable ``D x = a x b^T``: ``lr`` ``(B, h, w,
+  C)``, ``a`` ``(h, H)``, ``a_pinv`` ``(H, h)``, ``b`` ``(w, W)``, ``b_pinv`` ``(W, w)``; ``x``
+  ``(B, H, W, C)``. Arrays or constants: jittable either way."""
+  def project(x: jax.Array) -> jax.Array:
+    return x + degrade(lr - degrade(x, a, b), a_pinv, b_pinv)
+  return project
+
+
+def window_system(out_size: int, in_size: int, start: int, length: int,
+                  count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The degradation along one axis restricted to the output window ``[start, start + length)``.
+
+  Args:
+    out_size, in_size: the output (HR) and input (LR) sizes of the axis.
+    start, length: the window, in output pixels.
+    count: the rows returned (static per tile shape): at least the LR pixels inside any window
+      of ``length`` (``window_count``).
+
+  Returns:
+    ``(index, a, a_pinv)``: ``index`` int32 ``(count,)`` the LR pixels whose bicubic support is
+    inside the window (then zeros), ``a`` float32 ``(count, length)`` their weights on the
+    window's pixels (then zero rows, which the projection leaves alone), ``a_pinv`` float32
+    ``(length, count)`` its pseudo-inverse.
+  """
+  weights = resize_weights(out_size, in_size)
+  outside = weights[:, :start].any(axis=1) | weights[:, start + length:].any(axis=1)
+  inside = np.flatnonzero(~outside)
+  if inside.size > count:
+    raise ValueError(f"{inside.size} LR pixels lie inside a window of {length}, more than {count}")
+  index = np.zeros(count, np.int32)
+  index[:inside.size] = inside
+  a = np.zeros((count, length), np.float64)
+  a[:inside.size] = weights[inside, start:start + length]
+  return index, a.astype(np.float32), np.linalg.pinv(a).astype(np.float32)
+
+
+def window_count(out_size: int, in_size: int, length: int) -> int:
+  """An upper bound of the LR pixels inside any output window of ``length`` pixels: their centres
+  are ``out_size / in_size`` apart."""
+  return min(in_size, int(np.ceil(length * in_size / out_size)) + 1)
+
+
 def input_projection(lr: jax.Array, out_hw: tuple[int, int]) -> Callable[[jax.Array], jax.Array]:
   """The projection onto the images of size ``out_hw`` that degrade to ``lr``.
 
@@ -57,13 +108,7 @@ def input_projection(lr: jax.Array, out_hw: tuple[int, int]) -> Callable[[jax.Ar
   if h > big_h or w > big_w:
     raise ValueError(f"consistency needs an output at least the input's size, got {out_hw} for "
                      f"{(h, w)}")
-  a, a_pinv = _pinv(big_h, h)
-  b, b_pinv = _pinv(big_w, w)
-
-  def project(x: jax.Array) -> jax.Array:
-    return x + degrade(lr - degrade(x, a, b), a_pinv, b_pinv)
-
-  return project
+  return projection(lr, *_pinv(big_h, h), *_pinv(big_w, w))
 
 
 def consistency_psnr(output: jax.Array, lr: jax.Array) -> jax.Array:

@@ -83,10 +83,10 @@ class Run:
 
   def sampling_for(self, sampler: str | None = None, steps: int | None = None,
                    skip: str | None = None, eta: float | None = None,
-                   strength: float | None = None) -> Sampling:
+                   strength: float | None = None, consistency: bool | None = None) -> Sampling:
     """The run's sampling defaults with the caller's choices over them (``Sampling.with_overrides``:
     None keeps the run's; another sampler brings its own spacing and eta 0)."""
-    return self.sampling.with_overrides(sampler, steps, skip, eta, strength)
+    return self.sampling.with_overrides(sampler, steps, skip, eta, strength, consistency)
 
 
 def _sampling_of(diffusion_cfg: ml_collections.ConfigDict) -> Sampling:
@@ -94,7 +94,8 @@ def _sampling_of(diffusion_cfg: ml_collections.ConfigDict) -> Sampling:
   if "val_sampler" not in diffusion_cfg:
     return PAPER_SAMPLING
   return Sampling(diffusion_cfg.val_sampler, int(diffusion_cfg.val_steps), diffusion_cfg.val_skip,
-                  strength=float(diffusion_cfg.get("val_strength", 1.0)))
+                  strength=float(diffusion_cfg.get("val_strength", 1.0)),
+                  consistency=bool(diffusion_cfg.get("val_consistency", False)))
 
 
 def load_run(workdir: str | os.PathLike, which: str = "best",

@@ -40,6 +40,7 @@ from neurop_jax.diffusion.formulation import Formulation
 from neurop_jax.diffusion.samplers import Sampling
 from neurop_jax.diffusion.schedule import Schedule
 from neurop_jax.inference import tiles
+from neurop_jax.inference.consistency import projection, window_count, window_system
 from neurop_jax.inference.api import (DenoiseFn, UNetDenoiser, check_images, check_layout,
                                       check_samples, draw_keys, output_size, sample_image)
 from neurop_jax.inference.run import Run
@@ -189,21 +190,39 @@ class TiledOperator:
 @functools.partial(jax.jit, static_argnames=("denoise", "sampler", "timesteps", "formulation",
                                              "strength"))
 def _sample_tile(denoise: DenoiseFn, params: Any, prior: jax.Array, origin: jax.Array,
-                 rngs: jax.Array, schedule: Schedule, eta: jax.Array, *, sampler: str,
+                 rngs: jax.Array, schedule: Schedule, eta: jax.Array,
+                 system: tuple[jax.Array, ...] | None, *, sampler: str,
                  timesteps: tuple[int, ...], formulation: Formulation,
                  strength: float) -> jax.Array:
   """``api.sample_image`` on the tile at ``origin``, once per key of ``rngs`` ``(K,)`` (vmapped):
-  ``prior`` ``(th, tw, C)`` [-1, 1] -> ``(K, th, tw, C)`` in [0, 1]."""
+  ``prior`` ``(th, tw, C)`` [-1, 1] -> ``(K, th, tw, C)`` in [0, 1]. ``system``: the tile's
+  consistency constraint ``(lr, a, a_pinv, b, b_pinv)`` (``_tile_system``), or None."""
+  project = None if system is None else projection(*system)
   draw = lambda rng: sample_image(denoise, params, prior[None], rng, eta, schedule,
                                   sampler=sampler, timesteps=timesteps, formulation=formulation,
-                                  strength=strength, origin=origin)[0]
+                                  strength=strength, project=project, origin=origin)[0]
   return jax.vmap(draw)(rngs)
+
+
+def _tile_system(lr: Any, out_hw: tuple[int, int], origin: tuple[int, int],
+                 shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
+  """The consistency constraint of the output tile at ``origin`` of ``shape``: the LR pixels of
+  ``lr`` (``(h, w, C)`` in [0, 1], an array or a ``UnitView``) whose bicubic support lies inside
+  the tile, ``(1, n, m, C)`` in [-1, 1], with the tile's restricted weights (see
+  ``consistency.window_system``)."""
+  systems = [window_system(big, small, start, length, window_count(big, small, length))
+             for big, small, start, length in zip(out_hw, lr.shape[:2], origin, shape)]
+  (rows, a, a_pinv), (cols, b, b_pinv) = systems
+  lo, hi = (int(rows.min()), int(cols.min())), (int(rows.max()) + 1, int(cols.max()) + 1)
+  window = np.asarray(lr[lo[0]:hi[0], lo[1]:hi[1]], np.float32)
+  pixels = window[(rows - lo[0])[:, None], (cols - lo[1])[None, :]]
+  return pixels[None] * 2 - 1, a, a_pinv, b, b_pinv
 
 
 def sample_strips(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple[int, int], *,
                   keys: jax.Array, schedule: Schedule, sampling: Sampling = Sampling(),
                   formulation: Formulation = Formulation(), tile: int = 256, overlap: int = 32,
-                  progress: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+                  lr: Any = None, progress: bool = True) -> Iterator[tuple[int, np.ndarray]]:
   """Diffusion sampling tile by tile, blended, as finished row strips ``(y0, strip)``.
 
   Each tile of ``tile`` pixels (every ``tile - overlap``) runs the whole sampler on its window of
@@ -221,11 +240,17 @@ def sample_strips(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple
     out_hw: the output size ``(H, W)``.
     keys: ``(K,)`` the keys of the draws (``api.draw_keys``).
     schedule: the noise schedule.
-    sampling: the sampler, steps, spacing, eta and strength (the paper's by default).
+    sampling: the sampler, steps, spacing, eta, strength and consistency (the paper's by
+      default).
     formulation: what ``denoise`` predicts and where it diffuses (the paper's by default).
     tile, overlap: the tile side and the overlap of neighbouring tiles, in output pixels.
+    lr: the input ``(h, w, C)`` in [0, 1] (an array or a ``UnitView``), needed with
+      ``sampling.consistency``: each tile is made consistent with the LR pixels inside it (see
+      ``inference.consistency``).
     progress: show a tqdm bar.
   """
+  if sampling.consistency and lr is None:
+    raise ValueError("consistency needs the input: pass lr")
   rows = tiles.axis_tiles(out_hw[0], tile, overlap)
   cols = tiles.axis_tiles(out_hw[1], tile, overlap)
   shape = (rows.tile, cols.tile)
@@ -237,9 +262,10 @@ def sample_strips(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple
   for i, top in enumerate(rows.starts):
     for j, left in enumerate(cols.starts):
       origin = (top, left)
+      system = _tile_system(lr, out_hw, origin, shape) if sampling.consistency else None
       result = np.asarray(_sample_tile(
           denoise, params, prior(origin, shape), np.asarray(origin, np.int32), keys, schedule,
-          jnp.float32(sampling.eta), sampler=sampling.sampler, timesteps=timesteps,
+          jnp.float32(sampling.eta), system, sampler=sampling.sampler, timesteps=timesteps,
           formulation=formulation, strength=float(sampling.strength)))
       if strip is None:
         strip = np.zeros((result.shape[0], 0, out_hw[1], result.shape[-1]), np.float32)
@@ -260,8 +286,9 @@ def super_resolve_regions(run: Run, image: np.ndarray, out_hw: tuple[int, int], 
                           prior_only: bool = False, rng: jax.Array | None = None, index: int = 0,
                           sampler: str | None = None, steps: int | None = None,
                           skip: str | None = None, eta: float | None = None,
-                          strength: float | None = None, samples: int | None = None,
-                          tile: int = 256, overlap: int = 32, params: dict | None = None,
+                          strength: float | None = None, consistency: bool | None = None,
+                          samples: int | None = None, tile: int = 256, overlap: int = 32,
+                          params: dict | None = None,
                           progress: bool = True) -> Iterator[tuple[tuple[int, int], np.ndarray, np.ndarray | None]]:
   """Super-resolves one image of any size in bounded memory, region by region.
 
@@ -282,7 +309,7 @@ def super_resolve_regions(run: Run, image: np.ndarray, out_hw: tuple[int, int], 
   out_hw = output_size((1, *image.shape), out_shape=out_hw)
   params = run.params if params is None else params
   sampling = None if prior_only else _tiled_sampling(run, rng, sampler, steps, skip, eta,
-                                                     strength, samples)
+                                                     strength, consistency, samples)
   operator = TiledOperator(run.model.operator, {"params": params["params"]["operator"]}, image,
                            out_hw, tile, progress)
   if prior_only:
@@ -295,20 +322,20 @@ def super_resolve_regions(run: Run, image: np.ndarray, out_hw: tuple[int, int], 
   for y0, strip in sample_strips(UNetDenoiser(run.model), params, render, out_hw, keys=keys,
                                  schedule=run.schedule, sampling=sampling,
                                  formulation=run.formulation, tile=tile, overlap=overlap,
-                                 progress=progress):
+                                 lr=image, progress=progress):
     yield (y0, 0), strip.mean(axis=0), None if samples is None else strip.std(axis=0)
 
 
 def _tiled_sampling(run: Run, rng: jax.Array | None, sampler: str | None, steps: int | None,
                     skip: str | None, eta: float | None, strength: float | None,
-                    samples: int | None) -> Sampling:
+                    consistency: bool | None, samples: int | None) -> Sampling:
   """The sampling of a tiled diffusion call (the run's defaults under the caller's), checked."""
   if not run.has_unet:
     raise ValueError("the run has no diffusion UNet (stage 1 only): use prior_only_tiled")
   if rng is None:
     raise ValueError("diffusion needs rng, a PRNG key (e.g. rng=jax.random.key(0))")
   check_samples(samples)
-  return run.sampling_for(sampler, steps, skip, eta, strength)
+  return run.sampling_for(sampler, steps, skip, eta, strength, consistency)
 
 
 def _gather(run: Run, lr: np.ndarray, scale: float | None, out_shape: tuple[int, int] | None,
@@ -332,16 +359,17 @@ def super_resolve_tiled(run: Run, lr: np.ndarray, *, scale: float | None = None,
                         out_shape: tuple[int, int] | None = None, rng: jax.Array,
                         sampler: str | None = None, steps: int | None = None,
                         skip: str | None = None, eta: float | None = None,
-                        strength: float | None = None, samples: int | None = None,
-                        tile: int = 256, overlap: int = 32, dtype: np.dtype = np.float32,
+                        strength: float | None = None, consistency: bool | None = None,
+                        samples: int | None = None, tile: int = 256, overlap: int = 32,
+                        dtype: np.dtype = np.float32,
                         params: dict | None = None,
                         progress: bool = True) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
   """``api.super_resolve`` for outputs of any size, in bounded memory (diffusion tiles blended).
 
   Args:
-    run, scale, out_shape, sampler, steps, skip, eta, strength, samples, params: as
-      ``super_resolve``
-      (the run's defaults unless given).
+    run, scale, out_shape, sampler, steps, skip, eta, strength, consistency, samples, params: as
+      ``super_resolve`` (the run's defaults unless given); consistency is tile-local (see
+      ``inference.consistency``).
     lr: ``(B, h, w, C)`` float in [0, 1]; the images are super-resolved one after the other.
     rng: a PRNG key; image ``b`` of the batch draws with ``api.draw_keys(rng, samples, b)``, as
       ``super_resolve`` does.
@@ -355,11 +383,12 @@ def super_resolve_tiled(run: Run, lr: np.ndarray, *, scale: float | None = None,
   Raises:
     ValueError: as ``super_resolve``, but for the size bound.
   """
-  _tiled_sampling(run, rng, sampler, steps, skip, eta, strength, samples)  # fail before any work
+  _tiled_sampling(run, rng, sampler, steps, skip, eta, strength, consistency,
+                  samples)  # fail before any work
   regions = lambda image, out_hw, b: super_resolve_regions(
       run, image, out_hw, rng=rng, index=b, sampler=sampler, steps=steps, skip=skip, eta=eta,
-      strength=strength, samples=samples, tile=tile, overlap=overlap, params=params,
-      progress=progress)
+      strength=strength, consistency=consistency, samples=samples, tile=tile, overlap=overlap,
+      params=params, progress=progress)
   return _gather(run, lr, scale, out_shape, dtype, regions)
 
 

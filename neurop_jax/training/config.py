@@ -92,10 +92,12 @@ def base_config(preset: str = "paper", stage: str = "all") -> ml_collections.Con
     prior_checkpoint: the frozen prior: '' for this workdir's stage-1 best checkpoint, a workdir
       or checkpoint folder of ours, or an original SRNO / NeurOp-Diff file (.pth, .npz) read
       with ``neurop_jax.models.convert``.
-    val_sampler, val_steps, val_skip, val_strength: the sampler of validation, and the sampling a
-      trained run gives every entry point by default (``inference.run.Run.sampling``): the
-      paper's DDIM with 50 uniform steps at strength 1 (the whole chain; the fidelity dial of
-      ``diffusion.samplers.sample_conditioned``).
+    val_sampler, val_steps, val_skip, val_strength, val_consistency: the sampler of validation,
+      and the sampling a trained run gives every entry point by default
+      (``inference.run.Run.sampling``): the paper's DDIM with 50 uniform steps at strength 1 (the
+      whole chain; the fidelity dial of ``diffusion.samplers.sample_conditioned``) without
+      consistency (True: each step's estimate is projected onto the images that degrade to the
+      LR input, ``inference.consistency``).
     lpips_weight: the weight of a perceptual term, the LPIPS of the clean image each step's
       prediction stands for against the HR, added to the regression loss (0: the paper; see
       ``training.steps.diffusion_step``; needs the ``lpips`` extra and RGB crops of >= 31 px).
@@ -123,7 +125,8 @@ def base_config(preset: str = "paper", stage: str = "all") -> ml_collections.Con
   config.diffusion.update(_loop_fields(
       num_steps=1_000_000, ema_decay=0.999, learning_rates=PAPER_DIFFUSION_LRS,
       learning_rate_every=100_000, prior_checkpoint="", val_images=4, val_sampler="ddim",
-      val_steps=50, val_skip="uniform", val_strength=1.0, val_lpips=True, lpips_weight=0.0,
+      val_steps=50, val_skip="uniform", val_strength=1.0, val_consistency=False,
+      val_lpips=True, lpips_weight=0.0,
       eval_every=10_000,
       checkpoint_every=5000, best_metric="lpips", best_mode="min"))
   config.evaluate = default_evaluate_config()

@@ -34,6 +34,7 @@ from neurop_jax.data import build_sources, diffusion_pipeline, operator_pipeline
 from neurop_jax.diffusion.schedule import schedule_from_config
 from neurop_jax.errors import InputError, MissingInputError
 from neurop_jax.inference.api import UNetDenoiser, draw_keys, sample_image
+from neurop_jax.inference.consistency import input_projection
 from neurop_jax.io.checkpoints import quiet_orbax
 from neurop_jax.training.records import StageLogger
 from neurop_jax.models import NeurOpDiff, compute_prior, make_model, to_unit
@@ -161,17 +162,18 @@ def _diffusion_stage(config: ml_collections.ConfigDict, model: NeurOpDiff, sourc
     return {"hr": stack(*hrs), "prior": stack(*priors)}
 
   sampling = Sampling(cfg.val_sampler, int(cfg.val_steps), cfg.val_skip,
-                      strength=float(cfg.val_strength))
+                      strength=float(cfg.val_strength), consistency=bool(cfg.val_consistency))
 
   def sample(unet_params, operator_params, lr, rng, out_hw):
     """The prior and one draw of ``lr`` (1, h, w, C): what ``super_resolve`` gives this stage's
     run for the key ``rng``."""
     params = {"params": {"operator": operator_params, "unet": unet_params}}
     prior = compute_prior(model, params, lr, out_hw)
+    project = input_projection(lr * 2 - 1, out_hw) if sampling.consistency else None
     image = sample_image(UNetDenoiser(model), params, prior, draw_keys(rng, None)[0],
                          jnp.float32(0.0), noise, sampler=sampling.sampler,
                          timesteps=sampling.timesteps(noise), formulation=formulation,
-                         strength=sampling.strength)
+                         strength=sampling.strength, project=project)
     return to_unit(prior), image
 
   sample = jax.jit(sample, static_argnums=4)
