@@ -15,7 +15,7 @@ sampler) with 20 steps: DPM-Solver++ with log-SNR spacing spends half its steps 
 where an undertrained x0-predictor adds artifacts (see the README).
 
 The stage-2 recipe is the best of experiments/perception_distortion.py on this run
-(experiments/results/perception_distortion_quickstart_lpips1.json, 8 val crops of 128): the L1
+(experiments/results/perception_distortion_quickstart_final.json, 8 val crops of 128): the L1
 loss plus the LPIPS of the clean estimate (``lpips_weight=1``), sampled at strength 0.1 (the last
 2 of the 20 DDIM steps, from the noised prior) with consistency with the input. At x4 it gives
 LPIPS 0.369 against the prior's 0.390 at 0.65 dB below the prior's PSNR (x8: 0.497 against 0.579

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import max_abs_diff
+from conftest import load_fixture, max_abs_diff
 from neurop_jax.models import make_unet, model_config
 from neurop_jax.models.unet import noise_level_encoding
 
@@ -39,7 +39,7 @@ def test_any_size_pads_and_crops_back(hw):
   unet = make_unet(cfg)
   x = jax.random.normal(jax.random.key(0), (2, *hw, 6))
   g = jnp.array([0.3, 0.9])
-  params = jax.jit(unet.init)(jax.random.key(1), x, g)
+  params = load_fixture("micro").unet_params
   y = jax.jit(unet.apply)(params, x, g)
   assert y.shape == (2, *hw, 3)
   assert bool(jnp.all(jnp.isfinite(y)))
@@ -73,7 +73,7 @@ def test_dropout_only_in_training():
   unet = make_unet(cfg)
   x = jax.random.normal(jax.random.key(0), (1, 16, 16, 6))
   g = jnp.ones(1) * 0.5
-  params = jax.jit(unet.init)(jax.random.key(1), x, g)
+  params = load_fixture("micro").unet_params  # the same parameters at any dropout rate
   apply = jax.jit(unet.apply, static_argnums=3)
   eval1, eval2 = apply(params, x, g, False), apply(params, x, g, False)
   np.testing.assert_array_equal(eval1, eval2)
@@ -85,7 +85,7 @@ def test_vmap_matches_batch():
   unet = make_unet(model_config("micro"))
   x = jax.random.normal(jax.random.key(0), (3, 20, 12, 6))
   g = jnp.array([0.1, 0.5, 0.99])
-  params = jax.jit(unet.init)(jax.random.key(1), x, g)
+  params = load_fixture("micro").unet_params
   batched = jax.jit(unet.apply)(params, x, g)
   mapped = jax.jit(jax.vmap(lambda xi, gi: unet.apply(params, xi[None], gi[None])[0]))(x, g)
   assert max_abs_diff(batched, mapped) <= 1e-5

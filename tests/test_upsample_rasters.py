@@ -30,14 +30,14 @@ SCALE = 2.5
 @functools.cache
 def zero_head_model(channels):
   """The micro NeurOp-Diff for ``channels`` bands, random weights, the operator's head zeroed
-  (initialised once per band count: the eager init takes seconds)."""
+  (initialised once per band count: compiling the init takes seconds)."""
   cfg = model_config("micro")
   cfg.channels = channels
   model = make_model(cfg)
   coord, cell = make_coord((8, 8))[None], make_cell((8, 8))[None]
-  params = model.init(jax.random.key(0), np.zeros((1, 8, 8, channels), np.float32),
-                      np.ones((1,), np.float32), np.zeros((1, 8, 8, channels), np.float32), coord,
-                      cell)
+  zeros = np.zeros((1, 8, 8, channels), np.float32)
+  params = jax.jit(model.init)(jax.random.key(0), zeros, np.ones((1,), np.float32), zeros, coord,
+                               cell)
   params = jax.tree.map(np.asarray, params)
   head = params["params"]["operator"]["fc2"]
   head.update(kernel=np.zeros_like(head["kernel"]), bias=np.zeros_like(head["bias"]))

@@ -252,7 +252,10 @@ def _train_stage(stage: _Stage, config: ml_collections.ConfigDict, workdir: Path
                            dict(keep=cfg.keep, best_metric=best_metric, best_mode=cfg.best_mode),
                            abstract, stage)
   if state is None:
-    state = init_state(jax.random.fold_in(key, 0))
+    # The initialisers run once: compiled without LLVM's optimisations they take a fifth of the
+    # compile time (micro UNet: 7 s against 31 s of CPU), and run in milliseconds either way.
+    state = init_state.lower(jax.random.fold_in(key, 0)).compile(
+        {"xla_backend_optimization_level": 0})(jax.random.fold_in(key, 0))
   step = int(state.step)
   if step >= stage.num_steps:
     logging.info("%s: already trained (%d steps)", stage.name, step)
