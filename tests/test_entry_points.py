@@ -43,10 +43,10 @@ def first_test_image(trained_workdir):
 
 
 def test_a_run_carries_what_it_trained_with(run, trained_workdir):
-  """quickstart:test: x0-prediction of the residual scaled by 4, validated with DDIM 2 uniform;
-  its stage-2 step of the lowest validation LPIPS."""
+  """quickstart:test: x0-prediction of the residual scaled by 4, validated with DDIM 2 uniform
+  with consistency; its stage-2 step of the lowest validation LPIPS."""
   assert run.formulation == Formulation("x0", "residual", 4.0)
-  assert run.sampling == Sampling("ddim", 2, "uniform") != PAPER_SAMPLING
+  assert run.sampling == Sampling("ddim", 2, "uniform", consistency=True) != PAPER_SAMPLING
   records = [json.loads(line) for line in (trained_workdir / "diffusion" / "metrics.jsonl").open()]
   lpips = {r["step"]: r["lpips"] for r in records if r["kind"] == "val"}
   assert run.step == min(lpips, key=lpips.get) and run.has_unet and run.channels == 3
