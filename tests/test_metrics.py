@@ -73,8 +73,8 @@ def test_psnr_identical_is_inf():
 
 
 def test_psnr_constant_offset_of_a_tenth_is_20_db():
-  a = np.zeros((2, 16, 16, 3), np.float32)
-  np.testing.assert_allclose(metrics.psnr(a, a + 0.1), 20.0, atol=1e-5)
+  a = np.zeros((2, 16, 16, 3), np.float32)  # float32 sums of 768 squares: within 1e-4 dB
+  np.testing.assert_allclose(metrics.psnr(a, a + 0.1), 20.0, atol=1e-4)
   rng = np.random.default_rng(1)
   a = 0.9 * rng.random((2, 16, 16, 3), dtype=np.float32)
   np.testing.assert_allclose(metrics.psnr(a, a + 0.1), 20.0, atol=1e-4)
