@@ -91,6 +91,8 @@ def _output(run, lr, hr_hw, options, key, sampling):
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--workdir")
+  parser.add_argument("--which", default="best", choices=("best", "latest"),
+                      help="the stage-2 checkpoint (best: by validation LPIPS, as load_run)")
   parser.add_argument("--compare", nargs="+", metavar="JSON")
   parser.add_argument("--tags", nargs="+", help="names of the --compare runs")
   parser.add_argument("--config", default="configs/quickstart.py")
@@ -119,7 +121,7 @@ def main() -> None:
     return
   if not args.workdir:
     parser.error("give --workdir (or --compare)")
-  run = load_run(args.workdir)
+  run = load_run(args.workdir, args.which)
   config = _config(args.config)
   source = build_sources(config.data)["val"]
   indices = evenly_spaced(len(source), args.images)
@@ -158,7 +160,7 @@ def main() -> None:
 
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  record = dict(workdir=str(args.workdir), config=args.config, scales=args.scales,
+  record = dict(workdir=str(args.workdir), which=args.which, step=run.step, config=args.config, scales=args.scales,
                 images=args.images, crop=args.crop, sampling=dict(
                     sampler=resolved.sampler, steps=resolved.steps, skip=resolved.skip),
                 names=[str(source[int(i)].get("name", i)) for i in indices], points=points)
