@@ -160,8 +160,8 @@ def main() -> None:
 
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  record = dict(workdir=str(args.workdir), which=args.which, step=run.step, config=args.config, scales=args.scales,
-                images=args.images, crop=args.crop, sampling=dict(
+  record = dict(workdir=str(args.workdir), which=args.which, step=run.step, config=args.config,
+                scales=args.scales, images=args.images, crop=args.crop, sampling=dict(
                     sampler=resolved.sampler, steps=resolved.steps, skip=resolved.skip),
                 names=[str(source[int(i)].get("name", i)) for i in indices], points=points)
   out.write_text(json.dumps(record, indent=1))

@@ -25,6 +25,7 @@ two tiles' outputs in their overlap satisfies each constraint only approximately
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -58,6 +59,7 @@ def projection(lr: jax.Array, a: jax.Array, a_pinv: jax.Array, b: jax.Array,
   return project
 
 
+@functools.lru_cache(maxsize=256)
 def window_system(out_size: int, in_size: int, start: int, length: int,
                   count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """The degradation along one axis restricted to the output window ``[start, start + length)``.
@@ -69,8 +71,9 @@ def window_system(out_size: int, in_size: int, start: int, length: int,
       of ``length`` (``window_count``).
 
   Returns:
-    ``(index, a, a_pinv)``: ``index`` int32 ``(count,)`` the LR pixels whose bicubic support is
-    inside the window (then zeros), ``a`` float32 ``(count, length)`` their weights on the
+    ``(index, a, a_pinv)``, read-only (cached: the tiles of one row or column share theirs):
+    ``index`` int32 ``(count,)`` the LR pixels whose bicubic support is inside the window (then
+    repeats of the last, or of the pixel nearest the window when none is), ``a`` float32 ``(count, length)`` their weights on the
     window's pixels (then zero rows, which the projection leaves alone), ``a_pinv`` float32
     ``(length, count)`` its pseudo-inverse.
   """
@@ -79,11 +82,15 @@ def window_system(out_size: int, in_size: int, start: int, length: int,
   inside = np.flatnonzero(~outside)
   if inside.size > count:
     raise ValueError(f"{inside.size} LR pixels lie inside a window of {length}, more than {count}")
-  index = np.zeros(count, np.int32)
+  nearest = min(in_size - 1, int(start * in_size / out_size))
+  index = np.full(count, inside[-1] if inside.size else nearest, np.int32)
   index[:inside.size] = inside
   a = np.zeros((count, length), np.float64)
   a[:inside.size] = weights[inside, start:start + length]
-  return index, a.astype(np.float32), np.linalg.pinv(a).astype(np.float32)
+  arrays = index, a.astype(np.float32), np.linalg.pinv(a).astype(np.float32)
+  for array in arrays:
+    array.flags.writeable = False
+  return arrays
 
 
 def window_count(out_size: int, in_size: int, length: int) -> int:

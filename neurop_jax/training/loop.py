@@ -240,8 +240,9 @@ def _train_stage(stage: _Stage, config: ml_collections.ConfigDict, workdir: Path
   rep = replicated(mesh)
   init_state = jax.jit(lambda rng: create_train_state(stage.init_params(rng), stage.tx),
                        out_shardings=rep)
+  init_key = jax.random.fold_in(key, 0)
   abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
-                          jax.eval_shape(init_state, jax.random.fold_in(key, 0)))
+                          jax.eval_shape(init_state, init_key))
   best_metric = cfg.best_metric
   if best_metric and best_metric not in validator.names:
     logging.warning("%s: validation does not measure best_metric %r (it measures %s): keeping "
@@ -254,8 +255,7 @@ def _train_stage(stage: _Stage, config: ml_collections.ConfigDict, workdir: Path
   if state is None:
     # The initialisers run once: compiled without LLVM's optimisations they take a fifth of the
     # compile time (micro UNet: 7 s against 31 s of CPU), and run in milliseconds either way.
-    state = init_state.lower(jax.random.fold_in(key, 0)).compile(
-        {"xla_backend_optimization_level": 0})(jax.random.fold_in(key, 0))
+    state = init_state.lower(init_key).compile({"xla_backend_optimization_level": 0})(init_key)
   step = int(state.step)
   if step >= stage.num_steps:
     logging.info("%s: already trained (%d steps)", stage.name, step)
