@@ -11,6 +11,7 @@ import pytest
 
 from conftest import Fixture, load_fixture, max_abs_diff, nhwc, rel_err
 from neurop_jax.inference import api as inference
+from neurop_jax.inference import tiled
 from neurop_jax.inference.run import Run, paper_schedule
 from neurop_jax.models import NeurOpDiff, make_model, make_operator, make_unet
 
@@ -230,11 +231,37 @@ LR = np.full((1, 8, 8, 3), 0.5, np.float32)
      r"NaN or infinite values: fill them"),
     (LR.transpose(0, 3, 1, 2), dict(scale=2), r"looks like NCHW.*transpose\(0, 2, 3, 1\)"),
     (LR, dict(scale=300), r"exceeds MAX_OUTPUT_PIXELS .*tiled.super_resolve_tiled"),
+    (LR[:, :0], dict(scale=2), r"shape \(1, 0, 8, 3\): its images are empty"),
 ])
 def test_bad_inputs_raise_helpful_errors(micro, lr, options, match):
   model = make_model(micro.cfg)
   with pytest.raises(ValueError, match=match):
     inference.super_resolve(Run(model, micro.params), lr, rng=jax.random.key(0), **options)
+
+
+@pytest.mark.parametrize("call", ["untiled", "tiled"])
+@pytest.mark.parametrize("lr, options, error, match", [
+    ([LR[0]], dict(), TypeError, r"lr is a list: pass one array of shape \(B, h, w, 3\).*np.stack"),
+    (LR, dict(rng=None), TypeError, r"rng is None: diffusion needs a PRNG key.*jax.random.key"),
+    (LR[:, :, :0], dict(), ValueError, r"its images are empty"),
+])
+def test_wrong_kinds_of_argument_say_what_to_pass(micro, call, lr, options, error, match):
+  """A list of images, ``rng=None`` and empty images, untiled and tiled: an error that says
+  what to pass (not numpy's or JAX's own, which name neither)."""
+  run = Run(make_model(micro.cfg), micro.params)
+  options = dict(dict(scale=2, rng=jax.random.key(0), steps=1), **options)
+  with pytest.raises(error, match=match):
+    if call == "untiled":
+      inference.super_resolve(run, lr, **options)
+    else:
+      tiled.super_resolve_tiled(run, lr, progress=False, **options)
+
+
+def test_regions_of_a_batch_name_the_shape_passed(micro):
+  run = Run(make_model(micro.cfg), micro.params)
+  with pytest.raises(ValueError, match=r"image has shape \(1, 8, 8, 3\): super_resolve_regions "
+                                       r"takes one \(h, w, 3\) image .*lr\[b\]"):
+    next(tiled.super_resolve_regions(run, LR, (16, 16), prior_only=True, progress=False))
 
 
 @pytest.mark.parametrize("lr_shape, options, match", [

@@ -90,7 +90,8 @@ def test_bad_setting_on_the_command_line_is_one_line_and_writes_nothing(tmp_path
   result = _main(workdir, "--config.data.source=folder",
                  f"--config.data.path={_images(tmp_path / 'data', 2)}",
                  "--config.data.operator_batch_size=3",
-                 XLA_FLAGS="--xla_force_host_platform_device_count=2")
+                 XLA_FLAGS=" ".join([os.environ.get("XLA_FLAGS", ""),
+                                     "--xla_force_host_platform_device_count=2"]).strip())
   last = _assert_one_error_line(result)
   assert re.search(CASES["indivisible batch"], last), last
   assert not workdir.exists()

@@ -87,6 +87,7 @@ def zeroed_run() -> Run:
   return Run(make_model(fixture.cfg), params, formulation=Formulation("x0", "image"))
 
 
+@pytest.mark.slow  # compiles the prior and the sampler with and without consistency: 14 s
 def test_the_api_offers_it_for_the_prior_and_for_neurop_diff(zeroed_run):
   """Through the prior and the sampler; the run's own setting is the default, the caller's wins."""
   run = zeroed_run

@@ -149,6 +149,27 @@ def test_missing_file_is_named(tmp_path):
     read_state_dict(tmp_path / "nope.pth")
 
 
+@pytest.mark.parametrize("kind", ["garbage.npz", "objects.npz", "garbage.pth", "objects.pth"])
+def test_a_damaged_checkpoint_never_advises_unpickling(tmp_path, kind):
+  """A damaged file or one holding objects: one ValueError that names it and says to convert or
+  download it again; numpy's and torch's advice (allow_pickle=True, weights_only=False) is not
+  passed on: a file of unknown origin is never unpickled."""
+  path = tmp_path / kind
+  if kind == "garbage.npz" or kind == "garbage.pth":
+    path.write_bytes(b"not a checkpoint " * 8)
+  elif kind == "objects.npz":
+    np.savez(path, weights=np.array([{"a": 1}], dtype=object))
+  else:
+    torch = pytest.importorskip("torch")
+    torch.save({"weights": object()}, path)
+  if path.suffix == ".pth":
+    pytest.importorskip("torch")
+  with pytest.raises(ValueError, match=f"{kind} is not .*: convert or download it again") as info:
+    read_state_dict(path)
+  assert "allow_pickle" not in str(info.value)
+  assert "weights_only" not in str(info.value)
+
+
 def test_pth_round_trip(tmp_path):
   torch = pytest.importorskip("torch")
   srno, unet = _states()

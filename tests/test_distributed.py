@@ -1,9 +1,9 @@
 """Multi-process data parallelism: two processes on this machine (CPU devices, gloo collectives).
 
 ``configs/quickstart.py:test`` with 3 steps per stage (micro model, global batch 2: conftest's
-``trained_config``) is trained by one process, then two of one device each on localhost (through
-``config.distributed``, as on several hosts), then one: each run resumes the checkpoint the other
-number of processes wrote. Both stages must end with the parameters of the one-process run,
+``trained_config``) is trained by one process (this one), then two of one device each on localhost
+(the command line with ``config.distributed``, as on several hosts), then one (this one again):
+each run resumes the checkpoint the other number of processes wrote. Both stages must end with the parameters of the one-process run,
 conftest's ``trained_workdir`` (trained in-process: the kill test of test_loop shows the command
 line's run bit-identical to it).
 """
@@ -19,8 +19,9 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import TRAINED_STEPS
+from conftest import TRAINED_STEPS, trained_config
 from neurop_jax.io import checkpoints
+from neurop_jax.training import loop as train
 from neurop_jax.training.config import STAGES
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -35,17 +36,14 @@ def _free_port() -> int:
 
 
 def _start(workdir: pathlib.Path, processes: int, *overrides: str) -> list[subprocess.Popen]:
-  """One run of ``processes`` processes, started."""
+  """One run of ``processes`` processes through the command line, started."""
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   command = [sys.executable, *BASE, "--workdir", str(workdir), *overrides]
-  if processes > 1:
-    port = _free_port()
-    commands = [command + ["--config.distributed=True",
-                           f"--config.coordinator_address=localhost:{port}",
-                           f"--config.num_processes={processes}", f"--config.process_id={i}"]
-                for i in range(processes)]
-  else:
-    commands = [command]
+  port = _free_port()
+  commands = [command + ["--config.distributed=True",
+                         f"--config.coordinator_address=localhost:{port}",
+                         f"--config.num_processes={processes}", f"--config.process_id={i}"]
+              for i in range(processes)]
   return [subprocess.Popen(c, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                            text=True) for c in commands]
 
@@ -110,7 +108,7 @@ def _assert_same_records(a: dict[int, dict], b: dict[int, dict], stage: str) -> 
                                  err_msg=f"{stage} step {step} {name}")
 
 
-@pytest.mark.slow  # three training runs in subprocesses
+@pytest.mark.slow  # trains in two processes, and twice in this one
 def test_two_processes_equal_one_and_resume_either_way(trained_workdir, tmp_path):
   """Steps 1-2 (one process), 3-4 (two: stage 1 ends, stage 2 starts) and 5-6 (one again).
 
@@ -121,7 +119,12 @@ def test_two_processes_equal_one_and_resume_either_way(trained_workdir, tmp_path
   3.5e-4 and 8e-4).
   """
   for processes, stop in ((1, 2), (2, 2), (1, 0)):
-    _wait(_start(tmp_path, processes, f"--config.max_steps_per_run={stop}"))
+    if processes == 1:  # in this process, whose trained_workdir compiled the same programs
+      config = trained_config()
+      config.max_steps_per_run = stop
+      train.train_and_evaluate(config, tmp_path)
+    else:
+      _wait(_start(tmp_path, processes, f"--config.max_steps_per_run={stop}"))
   for stage in STAGES:
     _assert_same_records(_train_records(tmp_path, stage), _train_records(trained_workdir, stage),
                          stage)

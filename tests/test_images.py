@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from neurop_jax.io.images import decode_image, list_images, read_image, write_image
+from neurop_jax.io.images import decode_image, image_size, list_images, read_image, write_image
 
 
 def _rgb8(h=6, w=5, seed=0):
@@ -135,3 +135,22 @@ def test_list_images_is_sorted_filtered_and_skips_hidden(tmp_path):
     (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / name).write_bytes(b"")
   assert list_images(tmp_path) == ["a/0.tif", "a/1.jpg", "b/2.PNG", "c.tiff"]
+
+
+@pytest.mark.parametrize("orientation, turn", [(6, lambda a: np.rot90(a, k=-1)),
+                                               (8, lambda a: np.rot90(a, k=1)),
+                                               (3, lambda a: np.rot90(a, k=2))])
+def test_an_exif_rotated_jpeg_is_read_as_viewers_show_it(tmp_path, orientation, turn):
+  """A camera JPEG stored sideways with EXIF orientation 6 (or 8, 3) is read upright, and its size
+  from the header (``image_size``, what upsample plans its output with) is the upright one."""
+  y, x = np.mgrid[0:24, 0:40]
+  pixels = np.stack([y / 23, x / 39, 0.5 + 0 * x], -1)  # smooth: JPEG keeps it to ~1 level
+  path = tmp_path / "photo.jpg"
+  exif = Image.Exif()
+  exif[0x0112] = orientation
+  Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(path, quality=100, exif=exif)
+  upright = turn(pixels)
+  read = read_image(path)
+  assert read.shape == upright.shape
+  assert np.abs(read - upright).max() < 0.03
+  assert image_size(path) == upright.shape[:2]

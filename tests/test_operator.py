@@ -60,6 +60,7 @@ def test_any_output_size(lr_hw, out_hw):
   assert bool(jnp.all(jnp.isfinite(out)))
 
 
+@pytest.mark.slow  # compiles the operator jitted and vmapped: 8 s
 def test_operator_jit_and_vmap_agree():
   fx = load_fixture("micro")
   op = make_operator(fx.cfg)

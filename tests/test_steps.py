@@ -118,8 +118,8 @@ print(json.dumps(diffs))
 
 @pytest.mark.slow  # a process of its own that compiles both stages' steps twice: about 30 s
 def test_two_device_mesh_matches_one_device():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_PLATFORMS="cpu")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(
+      [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=2"]).strip())
   result = subprocess.run([sys.executable, "-c", _TWO_DEVICES], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]

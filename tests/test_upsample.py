@@ -4,9 +4,11 @@ input answered by a clear message and no output file."""
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -107,6 +109,32 @@ def test_outputs_follow_the_umask_and_leave_no_partial_file(tmp_path, png, check
   assert status == 0, io.err
   assert [p.name for p in out.iterdir()] == ["scene_x2.png"]  # no .scene_x2.png.partial-*
   assert stat.S_IMODE((out / "scene_x2.png").stat().st_mode) == 0o644
+
+
+@pytest.mark.slow  # a process of its own, stopped mid-write
+def test_sigterm_during_a_geotiff_write_leaves_nothing(tmp_path, checkpoints):
+  """SIGTERM (a scheduler's time limit) while the output GeoTIFF is being written: exit status
+  143, and neither the output nor its ``.<name>.partial-*`` file is left in the folder."""
+  rasterio = pytest.importorskip("rasterio")
+  source = tmp_path / "scene.tif"
+  pixels = np.random.default_rng(0).integers(0, 256, (3, 128, 128), dtype=np.uint8)
+  with rasterio.open(source, "w", driver="GTiff", width=128, height=128, count=3,
+                     dtype="uint8") as dst:
+    dst.write(pixels)
+  out = tmp_path / "out"
+  process = subprocess.Popen(
+      [sys.executable, "-m", "neurop_jax.upsample", str(source), "--scale", "16", "--out",
+       str(out), "--checkpoint", str(checkpoints / "srno.npz"), "--model-preset", "micro",
+       "--prior-only", "--tile", "64"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+      text=True)
+  deadline = time.monotonic() + 300
+  while not (out.is_dir() and any(".partial-" in p.name for p in out.iterdir())):
+    assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1]
+    time.sleep(0.05)
+  process.send_signal(signal.SIGTERM)
+  _, err = process.communicate(timeout=120)
+  assert process.returncode == 128 + signal.SIGTERM, err[-3000:]
+  assert list(out.iterdir()) == []
 
 
 def test_damaged_workdir_checkpoint_is_one_line(tmp_path, png, trained_workdir, capsys):

@@ -68,6 +68,8 @@ def make_scene(path, dtype, bands, constant, mask_kind, nodata_value):
   if mask_kind == "nodata":
     data[:, ~valid] = nodata_value
     options["nodata_value"] = nodata_value
+  elif mask_kind == "nan":  # holes of NaN, no nodata tag and no mask
+    data[:, ~valid] = np.nan
   else:
     options.update(mask=valid, alpha=mask_kind == "alpha")
   descriptions = ["red", "green", "blue", "nir"][:bands]
@@ -113,6 +115,35 @@ def test_prior_only_round_trips_a_raster(tmp_path, case):
   if mask_kind == "nodata":
     np.testing.assert_array_equal(pixels[:, ~out_valid], nodata_value)
     assert not np.any(pixels[:, out_valid] == nodata_value)
+
+
+def test_nan_holes_without_a_nodata_tag_stay_holes(tmp_path):
+  """A float32 raster with NaN holes and neither a nodata tag nor a mask: the holes are nodata
+  (NaN in the output, which records NaN as its nodata value) and every other pixel is valid and
+  finite, within the valid input's range (the NaNs never reach the operator's global attention,
+  which would spread them over the whole image)."""
+  source = tmp_path / "holes.tif"
+  valid = make_scene(source, np.float32, 4, 0.4321, "nan", None)
+  with rasterio.open(source) as src:
+    assert src.nodata is None and np.isnan(src.read()).any()
+    data = src.read()
+  model, params = zero_head_model(4)
+  [out] = upsample([source], tmp_path / "out", scale=SCALE, run=Run(model, params),
+                   prior_only=True, values="0:1", progress=False)
+  out_hw = tuple(round(n * SCALE) for n in LR_HW)
+  with rasterio.open(out) as dst:
+    assert np.isnan(dst.nodata)
+    pixels = dst.read()
+    out_valid = dst.dataset_mask() > 0
+  rows = np.floor((np.arange(out_hw[0]) + 0.5) / SCALE).astype(int)
+  cols = np.floor((np.arange(out_hw[1]) + 0.5) / SCALE).astype(int)
+  np.testing.assert_array_equal(out_valid, valid[rows][:, cols])
+  assert np.isnan(pixels[:, ~out_valid]).all()
+  inside = pixels[:, out_valid]
+  assert np.isfinite(inside).all()
+  lo, hi = float(data[:, valid].min()), float(data[:, valid].max())
+  assert lo - 1e-4 <= inside.min() and inside.max() <= hi + 1e-4
+  np.testing.assert_allclose(pixels[:, 3:-3, 3:14], 0.4321, atol=1e-4, rtol=0)
 
 
 @pytest.mark.slow  # compiles the tiled sampler for 4 bands: about 10 s

@@ -7,13 +7,17 @@
   python -m neurop_jax.main --mode evaluate --config configs/ucm.py --workdir runs/ucm
 
 ``--config.<field>=value`` overrides any field; the config is locked, so a misspelt field stops
-the run with an error naming it. Bad data or settings (``errors.InputError``) print one line,
-``error: <what and the fix>``, and exit with status 1.
+the run with an error naming it. A config file that is missing, does not parse, has no
+``get_config()`` or refuses its ``:suffix``, bad data or settings (``errors.InputError``) and
+file-system errors (``OSError``: a workdir that cannot be written, a full disk) print one line,
+``error: <what and the fix>``, and exit with status 1; usage mistakes exit with status 2.
 """
 
 from __future__ import annotations
 
+import runpy
 import sys
+from pathlib import Path
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -31,12 +35,47 @@ config_flags.DEFINE_config_file(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _config_value(argv: list[str]) -> str | None:
+  """The value of ``--config`` in ``argv`` (``--config=X`` or ``--config X``), or None."""
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.partition("=")[2]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def check_config_file(spec: str) -> None:
+  """Exits with one line unless ``spec`` (``path[:arg]``) names a Python file that parses and
+  whose ``get_config(arg)`` accepts its argument (the config is built here once, as
+  ml_collections will build it: a config file is plain Python without side effects)."""
+  path, colon, arg = spec.partition(":")
+  if not Path(path).is_file():
+    sys.exit(f"error: --config {path}: no such file; give a config file such as configs/ucm.py")
+  try:
+    module = runpy.run_path(path)
+  except SyntaxError as err:
+    sys.exit(f"error: --config {path}, line {err.lineno}: {err.msg}; fix the config file")
+  get_config = module.get("get_config")
+  if not callable(get_config):
+    sys.exit(f"error: --config {path} defines no get_config(): a config file returns its "
+             "ml_collections.ConfigDict from get_config(arg=None)")
+  try:
+    get_config(*([arg] if colon else []))
+  except ValueError as err:
+    sys.exit(f"error: --config {spec}: {err}")
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing; a ``--config.<field>`` the config lacks exits with one line naming it.
+  """absl's flag parsing, after ``check_config_file``; a ``--config.<field>`` the config lacks
+  exits with one line naming it.
 
   ml_collections raises a KeyError or AttributeError (not a flags error) for it, whose message
   holds the missing key and a "did you mean" suggestion.
   """
+  spec = _config_value(argv)
+  if spec is not None:
+    check_config_file(spec)
   try:
     return app.parse_flags_with_usage(argv)
   except (AttributeError, KeyError) as err:
@@ -61,6 +100,8 @@ def main(argv: list[str]) -> None:
       evaluate.evaluate(FLAGS.config, FLAGS.workdir)
   except InputError as err:
     sys.exit(f"error: {err}")
+  except OSError as err:  # the file system refused: a permission, a full disk, a lost mount
+    sys.exit(f"error: {err}; check --workdir and the paths of the config")
 
 
 def run() -> None:

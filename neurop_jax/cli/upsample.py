@@ -15,6 +15,7 @@ work is ``neurop_jax.cli.upsampling.upsample`` (see it for the details).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Sequence
 
@@ -71,8 +72,16 @@ def _parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _terminate(signum: int, frame) -> None:
+  """SIGTERM (a scheduler's time limit, ``kill``) as an exit that unwinds: the partial output
+  being written is removed (``io.atomic``), as after Ctrl-C."""
+  raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-  """The command line; returns the exit status (0 done, 1 error, 2 bad usage)."""
+  """The command line; returns the exit status (0 done, 1 error, 2 bad usage; 143 after SIGTERM,
+  with no partial file left)."""
+  signal.signal(signal.SIGTERM, _terminate)
   try:
     args = _parser().parse_args(argv)
     size = None if args.size is None else parse_size(args.size)
@@ -85,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                        seed=args.seed, tile=args.tile, overlap=args.overlap)
   except InputError as err:
     print(f"error: {err}", file=sys.stderr)
+    return 1
+  except OSError as err:  # the file system refused: a permission, a full disk, a lost mount
+    print(f"error: {err}; check the inputs, --out and --workdir", file=sys.stderr)
     return 1
   for path in written:
     print(path)

@@ -22,12 +22,12 @@ The model and its defaults come from a ``Run`` (``neurop_jax.inference.run``): a
 (and ``--mode evaluate``, image ``i``) would: the same image, key, sampler and steps give the same
 output through every entry point.
 
-Outputs are written atomically: an error leaves no partial file. Bad inputs (missing or unreadable
-files, images under ``MIN_SIDE`` pixels, scales outside ``SCALE_RANGE``, bands or a value mapping
-that do not fit, missing checkpoints, unknown samplers) stop the run with a message before any
-output is computed (the values of a raster are checked on up to ``CHECKED_PIXELS`` of its pixels;
-beyond that they are clipped to the mapping); a file whose pixels turn out undecodable stops the
-run there, the files before it written.
+Outputs are written atomically: an error, Ctrl-C or SIGTERM (``neurop_jax.upsample``) leaves no
+partial file. Bad inputs (missing or unreadable files, images under ``MIN_SIDE`` pixels, scales
+outside ``SCALE_RANGE``, bands or a value mapping that do not fit, missing checkpoints, unknown
+samplers) stop the run with a message before any output is computed (the values of a raster are
+checked on up to ``CHECKED_PIXELS`` of its pixels; beyond that they are clipped to the mapping); a
+file whose pixels turn out undecodable stops the run there, the files before it written.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from typing import Sequence
 
 import jax
 import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
 from neurop_jax.errors import InputError
@@ -49,8 +48,10 @@ from neurop_jax.inference.api import output_size
 from neurop_jax.inference.run import Run, load_run, run_from_checkpoint
 from neurop_jax.inference.tiled import super_resolve_regions
 from neurop_jax.io import nodata, rasters, values
+from neurop_jax.io.atomic import check_writable_dir
 from neurop_jax.io.checkpoints import DamagedCheckpointError
-from neurop_jax.io.images import IMAGE_SUFFIXES, read_image, to_uint8, write_image
+from neurop_jax.io.images import (IMAGE_SUFFIXES, image_size, read_image, to_uint8,
+                                  write_image)
 
 SCALE_RANGE = (1.0, 16.0)
 """Allowed upsampling factors per axis, ``1 < s <= 16``: the models train on (1, 8] and are
@@ -88,23 +89,6 @@ def _output_hw(in_hw: tuple[int, int], scale: float | None,
   for factor in ([scale] if size is None else [m / n for n, m in zip(in_hw, size)]):
     check_scale(factor)
   return output_size((1, *in_hw, 1), scale=scale, out_shape=size)
-
-
-def check_out_dir(out_dir: Path) -> None:
-  """Raises ``InputError`` unless ``out_dir`` is a folder, or can be made one, that we may write.
-
-  Nothing is created here: the folder is made when the first output is written.
-  """
-  if out_dir.exists() and not out_dir.is_dir():
-    raise InputError(f"--out {out_dir} is a file: give a folder (created if missing)")
-  existing = out_dir
-  while not existing.exists():
-    existing = existing.parent
-  if not existing.is_dir():
-    raise InputError(f"--out {out_dir} cannot be created: {existing} is a file, not a folder")
-  if not os.access(existing, os.W_OK | os.X_OK):
-    raise InputError(f"--out {out_dir}: no permission to write in {existing}; choose another "
-                     "folder")
 
 
 def output_path(path: Path, out_dir: Path, scale: float | None,
@@ -151,10 +135,9 @@ def plan_input(path: Path, scale: float | None, size: tuple[int, int] | None, ch
       raise InputError(f"input {path}: --bands, --values and models of other than 3 bands "
                        "need a TIFF read with rasterio; convert it to GeoTIFF")
     try:
-      with Image.open(path) as image:
-        width, height = image.size
-    except (OSError, SyntaxError) as err:
-      raise InputError(f"cannot read image {path}: {err}") from err
+      height, width = image_size(path)
+    except ValueError as err:
+      raise InputError(str(err)) from err
   if min(height, width) < MIN_SIDE:
     raise InputError(f"image {path} is {height}x{width}: too small, both sides must be at least "
                      f"{MIN_SIDE} pixels")
@@ -187,6 +170,8 @@ def open_run(run: Run | None = None, workdir: str | None = None, checkpoint: str
     return run
   if checkpoint is not None:
     return run_from_checkpoint(checkpoint, model_preset)
+  if Path(workdir).is_dir() and not os.access(workdir, os.R_OK | os.X_OK):
+    raise InputError(f"--workdir {workdir}: no permission to read it; give a workdir you may read")
   try:
     return load_run(workdir)
   except DamagedCheckpointError as err:
@@ -289,7 +274,7 @@ def upsample(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
   if strength is not None and not (math.isfinite(strength) and 0 <= strength <= 1):
     raise InputError(f"--strength must be in [0, 1], got {strength:g}")
   out_dir = Path(out_dir)
-  check_out_dir(out_dir)
+  check_writable_dir(out_dir, "--out")
   run = open_run(run, workdir, checkpoint, model_preset)
   if not prior_only and not run.has_unet:
     raise InputError("the checkpoint has no diffusion UNet (stage 1 only): use --prior-only")

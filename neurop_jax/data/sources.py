@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import io
 import os
 import warnings
 from collections.abc import Sequence
@@ -80,6 +81,18 @@ class ImageFolderSource(_SkipsBadImages):
       return self._load(name, lambda: rasters.read_unit(path, *self._raster))
     return self._load(name, lambda: images.read_image(path, allow_convert=self._allow_convert))
 
+  def size_of(self, index: int) -> tuple[int, int]:
+    """``(H, W)`` of image ``index`` as read (upright), from its header; ``InputError`` naming
+    the file when it cannot be opened."""
+    path = self.root / self.names[index]
+    if self._raster is not None:
+      info = rasters.open_raster(path, *self._raster[:2])
+      return info.height, info.width
+    try:
+      return images.image_size(path)
+    except ValueError as err:
+      raise InputError(str(err)) from err
+
   def __repr__(self) -> str:
     return f"ImageFolderSource(root={str(self.root)!r}, n={len(self.names)})"
 
@@ -139,6 +152,14 @@ class TfdsSource(_SkipsBadImages):
     return self._load(name, lambda: images.decode_image(data, label,
                                                         allow_convert=self._allow_convert))
 
+  def size_of(self, index: int) -> tuple[int, int]:
+    """``(H, W)`` of record ``index`` as read (upright), from its encoded header."""
+    data = self._records[int(self._indices[index])]["image"]
+    try:
+      return images.image_size(io.BytesIO(data), f"tfds {self.tfds_name}:{self.names[index]}")
+    except ValueError as err:
+      raise InputError(str(err)) from err
+
   def __repr__(self) -> str:
     return f"TfdsSource(name={self.tfds_name!r}, n={len(self.names)})"
 
@@ -152,14 +173,19 @@ def _resolve_split(config: ml_collections.ConfigDict, names: Sequence[str]) -> d
       mode = "folders"
     else:
       mode = "fractions"
-  if mode == "file":
-    return splits.read_split(config.split_file, names)
-  if mode == "folders":
-    return splits.folder_split(names)
-  if mode == "fractions":
-    return splits.fraction_split(names, config.train_fraction, config.val_fraction,
-                                 config.split_seed)
-  raise ValueError(f"unknown data split mode {mode!r} (auto, fractions, folders or file)")
+  try:
+    if mode == "file":
+      return splits.read_split(config.split_file, names)
+    if mode == "folders":
+      return splits.folder_split(names)
+    if mode == "fractions":
+      return splits.fraction_split(names, config.train_fraction, config.val_fraction,
+                                   config.split_seed)
+  except (ValueError, OSError) as err:
+    fix = ("--config.data.split_file" if mode == "file" else
+           "--config.data.split (auto, fractions, folders or file)")
+    raise InputError(f"config.data.split {mode!r}: {err}; check {fix}") from err
+  raise InputError(f"config.data.split is {mode!r}: choose auto, fractions, folders or file")
 
 
 def build_sources(config: ml_collections.ConfigDict,
@@ -193,7 +219,8 @@ def build_sources(config: ml_collections.ConfigDict,
                        "--config.data.value_mapping (e.g. 0:10000) to read a folder of GeoTIFF tiles")
     make = functools.partial(ImageFolderSource, root, **options)
   else:
-    raise ValueError(f"unknown data source {config.source!r} (sample, folder or tfds)")
+    raise InputError(f"config.data.source is {config.source!r}: choose 'sample', 'folder' or "
+                     "'tfds'")
   if record_to is not None:
     splits.write_split(record_to, split)
   return {name: make(names=split[name]) for name in splits.SPLITS}

@@ -112,6 +112,9 @@ def check_layout(lr_shape: Sequence[int], dtype: jnp.dtype, channels: int = 3) -
   if len(lr_shape) != 4:
     hint = " (a single HWC image: pass lr[None])" if len(lr_shape) == 3 else ""
     raise ValueError(f"lr has shape {tuple(lr_shape)}: expected NHWC (B, h, w, {channels}){hint}")
+  if not lr_shape[1] or not lr_shape[2]:
+    raise ValueError(f"lr has shape {tuple(lr_shape)}: its images are empty; give images of at "
+                     "least one pixel per side")
   if lr_shape[-1] != channels:
     if lr_shape[1] == channels:
       raise ValueError(f"lr has shape {tuple(lr_shape)}, which looks like NCHW: images are NHWC "
@@ -131,6 +134,13 @@ def _value_summary(lr: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
           jnp.where(finite, lr, -jnp.inf).max())
 
 
+def check_array(lr: Any, channels: int = 3, name: str = "lr") -> None:
+  """Raise TypeError unless ``lr`` is an array (NumPy or JAX; not a list of images)."""
+  if not isinstance(lr, (np.ndarray, jax.Array)):
+    raise TypeError(f"{name} is a {type(lr).__name__}: pass one array of shape (B, h, w, "
+                    f"{channels}), e.g. np.stack(images) for a list of equally sized images")
+
+
 def check_images(lr: jax.Array | np.ndarray, channels: int = 3) -> None:
   """Raise ValueError unless ``lr`` is a float NHWC batch ``(B, h, w, channels)`` in [0, 1].
 
@@ -138,6 +148,7 @@ def check_images(lr: jax.Array | np.ndarray, channels: int = 3) -> None:
   tracing), with ``RANGE_TOLERANCE`` for bicubic overshoot: a device array is summarised on its
   device (three scalars come back, not the image); checking waits for the array to be computed.
   """
+  check_array(lr, channels)
   check_layout(lr.shape, lr.dtype, channels)
   if isinstance(lr, jax.core.Tracer):
     return
@@ -158,7 +169,10 @@ def check_images(lr: jax.Array | np.ndarray, channels: int = 3) -> None:
 
 
 def _typed_key(rng: jax.Array) -> jax.Array:
-  """A typed PRNG key from a typed key or a raw uint32 one (``jax.random.PRNGKey``)."""
+  """A typed PRNG key from a typed key or a raw uint32 one (``jax.random.PRNGKey``); TypeError
+  for anything else (None)."""
+  if not isinstance(rng, (jax.Array, np.ndarray)):
+    raise TypeError(f"rng is {rng!r}: diffusion needs a PRNG key, e.g. rng=jax.random.key(0)")
   if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
     return rng
   return jax.random.wrap_key_data(rng)

@@ -41,8 +41,9 @@ from neurop_jax.diffusion.samplers import Sampling
 from neurop_jax.diffusion.schedule import Schedule
 from neurop_jax.inference import tiles
 from neurop_jax.inference.consistency import projection, window_count, window_system
-from neurop_jax.inference.api import (DenoiseFn, UNetDenoiser, check_images, check_layout,
-                                      check_samples, draw_keys, output_size, sample_image)
+from neurop_jax.inference.api import (DenoiseFn, UNetDenoiser, check_array, check_images,
+                                      check_layout, check_samples, draw_keys, output_size,
+                                      sample_image)
 from neurop_jax.inference.run import Run
 from neurop_jax.io.images import to_uint8
 from neurop_jax.models import NeuralOperator, from_unit, to_unit
@@ -302,6 +303,10 @@ def super_resolve_regions(run: Run, image: np.ndarray, out_hw: tuple[int, int], 
   activations. ``out_hw`` is the output ``(H, W)``; ``index`` the image's index in its batch (its
   draws use ``api.draw_keys(rng, samples, index)``); other arguments as ``super_resolve_tiled``.
   """
+  if len(getattr(image, "shape", ())) != 3:
+    check_array(image, run.channels, "image")
+    raise ValueError(f"image has shape {tuple(image.shape)}: super_resolve_regions takes one "
+                     f"(h, w, {run.channels}) image (image b of a batch: lr[b])")
   if isinstance(image, (np.ndarray, jax.Array)):
     check_images(image[None], run.channels)
   else:
@@ -332,8 +337,8 @@ def _tiled_sampling(run: Run, rng: jax.Array | None, sampler: str | None, steps:
   """The sampling of a tiled diffusion call (the run's defaults under the caller's), checked."""
   if not run.has_unet:
     raise ValueError("the run has no diffusion UNet (stage 1 only): use prior_only_tiled")
-  if rng is None:
-    raise ValueError("diffusion needs rng, a PRNG key (e.g. rng=jax.random.key(0))")
+  if not isinstance(rng, (jax.Array, np.ndarray)):
+    raise TypeError(f"rng is {rng!r}: diffusion needs a PRNG key, e.g. rng=jax.random.key(0)")
   check_samples(samples)
   return run.sampling_for(sampler, steps, skip, eta, strength, consistency)
 
@@ -341,6 +346,7 @@ def _tiled_sampling(run: Run, rng: jax.Array | None, sampler: str | None, steps:
 def _gather(run: Run, lr: np.ndarray, scale: float | None, out_shape: tuple[int, int] | None,
             dtype: np.dtype, regions) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
   """``regions(image, out_hw)`` of every image of ``lr`` ``(B, h, w, C)`` gathered into arrays."""
+  check_array(lr, run.channels)
   check_layout(lr.shape, lr.dtype, run.channels)
   out_hw = output_size(lr.shape, scale=scale, out_shape=out_shape)
   out = np.empty((lr.shape[0], *out_hw, lr.shape[-1]), dtype)

@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from neurop_jax.errors import InputError
+
 PARTIAL_MARK = ".partial-"
 
 
@@ -49,3 +51,19 @@ def write_text(path: str | os.PathLike, text: str) -> None:
   """Writes ``text`` (UTF-8) to ``path`` atomically."""
   with atomic_path(path) as tmp:
     tmp.write_text(text, encoding="utf-8")
+
+
+def check_writable_dir(folder: str | os.PathLike, option: str) -> None:
+  """Raises ``InputError`` naming ``option`` (e.g. ``--out``) unless ``folder`` is a folder, or
+  can be made one, that this process may write in. Nothing is created."""
+  folder = Path(folder)
+  if folder.exists() and not folder.is_dir():
+    raise InputError(f"{option} {folder} is a file: give a folder (created if missing)")
+  existing = folder
+  while not existing.exists():
+    existing = existing.parent
+  if not existing.is_dir():
+    raise InputError(f"{option} {folder} cannot be created: {existing} is a file, not a folder")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise InputError(f"{option} {folder}: no permission to write in {existing}; choose another "
+                     "folder")

@@ -2,7 +2,8 @@
 
 Every image leaves this module as float32 ``(H, W, 3)`` RGB in [0, 1]. Files that are not 8-bit RGB
 are converted with a warning that names the file and the conversion; files that cannot be decoded
-raise ``ValueError`` naming the file and the cause.
+raise ``ValueError`` naming the file and the cause. A JPEG or TIFF with an EXIF orientation is
+read upright, turned as every viewer shows it (PNG's rare eXIf chunk is not read).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from neurop_jax.io.atomic import atomic_path
 from neurop_jax.errors import MissingInputError
@@ -119,14 +120,46 @@ def _decode(image: Image.Image, source: str | io.BytesIO, path: str,
   raise ValueError(f"image {path}: unsupported image mode {mode}")
 
 
+_ORIENTATION = 0x0112
+"""The EXIF orientation tag: 1 upright; 5 to 8 turn the image by 90 degrees."""
+_UNREADABLE = (OSError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError)
+
+
+_EXIF_FORMATS = ("JPEG", "MPO", "TIFF")
+"""Formats whose EXIF orientation is read: in their header (a PNG's would cost a decode)."""
+
+
+def _orientation(image: Image.Image) -> int:
+  if image.format not in _EXIF_FORMATS:
+    return 1
+  return int(image.getexif().get(_ORIENTATION, 1) or 1)
+
+
 def _load(source: str | io.BytesIO, path: str, allow_convert: bool) -> np.ndarray:
+  """The pixels of ``source`` upright: turned as its EXIF orientation says, as viewers show it."""
   try:
     with Image.open(source) as image:
       image.load()
+      if _orientation(image) != 1:
+        image = ImageOps.exif_transpose(image)
       pixels = _decode(image, source, path, allow_convert)
-  except (OSError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError) as err:
+  except _UNREADABLE as err:
     raise ValueError(f"cannot read image {path}: {type(err).__name__}: {err}") from err
   return np.ascontiguousarray(pixels, dtype=np.float32)
+
+
+def image_size(source: str | os.PathLike | io.BytesIO, name: str | None = None) -> tuple[int, int]:
+  """``(H, W)`` of an image file (or encoded bytes) as ``read_image`` returns it (its EXIF
+  orientation applied), from its header alone; ``ValueError`` naming it (``name``, else the path)
+  when it cannot be opened."""
+  name = os.fspath(source) if name is None else name
+  try:
+    with Image.open(source) as image:
+      width, height = image.size
+      turned = _orientation(image) in (5, 6, 7, 8)
+  except _UNREADABLE as err:
+    raise ValueError(f"cannot read image {name}: {type(err).__name__}: {err}") from err
+  return (width, height) if turned else (height, width)
 
 
 def read_image(path: str | os.PathLike, *, allow_convert: bool = True) -> np.ndarray:

@@ -3,7 +3,9 @@
 Reading (``open_raster``, ``read_bands``): any number of bands, integer or float; the bands the
 model reads are chosen 1-based as in GDAL (``--bands 4,3,2``); an alpha band is the mask, not a
 band. The mask is GDAL's: a nodata value, an internal (per-dataset) mask or the alpha band; NaN
-is nodata in float rasters too. A pixel is nodata when it is so in every band read (GDAL's dataset
+(and infinity) is nodata in float rasters too, as in GDAL: a float raster without a mask that holds
+one is read as a raster whose nodata value is NaN (its output too), so its holes stay holes and
+never reach the model. A pixel is nodata when it is so in every band read (GDAL's dataset
 mask: a pixel with the nodata value in one band only, e.g. a saturated 255, is data).
 
 Writing (``RasterWriter``): the same ground at the output size, so the CRS and the top-left
@@ -89,7 +91,8 @@ class RasterInfo:
     height, width: its size in pixels.
     dtype: its values' dtype (all bands share it).
     bands: the 1-based bands the model reads, in the model's order.
-    mask: 'none', 'nodata' (a nodata value), 'internal' (a per-dataset mask) or 'alpha'.
+    mask: 'none', 'nodata' (a nodata value; NaN for a float raster without a mask that holds NaN),
+      'internal' (a per-dataset mask) or 'alpha'.
     alpha: the 1-based alpha band, or None.
     profile: rasterio's profile plus 'tags' and 'descriptions' (of every band).
   """
@@ -133,6 +136,17 @@ def _mask_kind(src) -> tuple[str, int | None]:
   return "none", None
 
 
+def _holds_non_finite(src) -> bool:
+  """Whether any value of an open raster is NaN or infinite (read in windows of rows)."""
+  from rasterio.windows import Window
+  rows = max(1, 2**22 // max(src.width * src.count, 1))
+  for top in range(0, src.height, rows):
+    window = Window(0, top, src.width, min(rows, src.height - top))
+    if not np.isfinite(src.read(window=window)).all():
+      return True
+  return False
+
+
 def open_raster(path: str | os.PathLike, channels: int,
                 bands: Sequence[int] | None = None) -> RasterInfo:
   """The ``RasterInfo`` of ``path`` for a model of ``channels`` bands (metadata only).
@@ -147,6 +161,8 @@ def open_raster(path: str | os.PathLike, channels: int,
     dtype = np.dtype(src.dtypes[0])
     profile = dict(src.profile, tags=src.tags(), descriptions=tuple(src.descriptions))
     count = src.count
+    if kind == "none" and np.issubdtype(dtype, np.floating) and _holds_non_finite(src):
+      kind, profile["nodata"] = "nodata", float("nan")
   if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
     raise InputError(f"raster {path} holds {dtype.name} values: only integer and real bands are "
                      "read")

@@ -21,7 +21,9 @@ first few of each.
 from __future__ import annotations
 
 import os
+import pickle
 import re
+import zipfile
 from typing import Any, Mapping
 
 import jax
@@ -131,13 +133,26 @@ def _load(source: str | os.PathLike | Mapping[str, Any] | list) -> Any:
   if not os.path.exists(path):
     raise FileNotFoundError(f"checkpoint not found: {path}")
   if path.endswith(".npz"):
-    with np.load(path, allow_pickle=False) as data:
-      return {k: data[k] for k in data.files}
+    if not zipfile.is_zipfile(path):
+      raise ValueError(f"{path} is not an .npz archive (damaged, truncated or another format): "
+                       "convert or download it again")
+    try:
+      with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as err:
+      raise ValueError(f"{path} is not an archive of numeric arrays ({type(err).__name__}; "
+                       "object arrays are never unpickled): convert or download it again") from None
   try:
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError as e:
     raise ImportError(f"reading {path} needs PyTorch: pip install 'neurop_jax[torch]'") from e
-  return torch.load(path, map_location="cpu", weights_only=True)
+  try:
+    return torch.load(path, map_location="cpu", weights_only=True)
+  except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as err:
+    # torch's own message advises weights_only=False: never unpickle a file of unknown origin.
+    raise ValueError(f"{path} is not a PyTorch checkpoint of tensors ({type(err).__name__}: "
+                     "damaged, truncated or holding other objects): convert or download it "
+                     "again") from None
 
 
 def read_state_dict(source: str | os.PathLike | Mapping[str, Any] | list

