@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -66,14 +67,24 @@ def cli_run(trained_workdir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def micro():
-  """``(model, params, batch)``: the micro model with the original's random weights (the parity
-  fixture: no init to compile) and a batch of two 32x32 HR images (LPIPS needs 31) with their prior."""
+  """``(model, params, batch)``: the micro model with a two-level UNet (a third fewer layers than
+  the preset's three, so each formulation's train step compiles faster), the original's random
+  operator weights (the parity fixture) and random UNet weights (drawn from the shapes, no init to
+  compile), and a batch of two 32x32 HR images (LPIPS needs 31) with their prior."""
   fixture = load_fixture("micro")
-  model = make_model(fixture.cfg)
+  cfg = fixture.cfg.copy_and_resolve_references()
+  cfg.unet.update(channel_mults=(1, 2), attn_res=(16,))
+  model = make_model(cfg)
+  x = jnp.zeros((1, 32, 32, 3))
+  shapes = jax.eval_shape(lambda r: model.init(r, x, jnp.ones((1,)), x, method=model.denoise),
+                          jax.random.key(0))["params"]["unet"]
+  rng = np.random.default_rng(0)
+  unet = jax.tree.map(lambda s: (0.1 * rng.standard_normal(s.shape)).astype(np.float32), shapes)
+  params = {"params": {"operator": fixture.params["params"]["operator"], "unet": unet}}
   lr = np.random.default_rng(1).random((2, 8, 8, 3), dtype=np.float32)
   hr = np.random.default_rng(2).random((2, 32, 32, 3), dtype=np.float32)
-  prior = compute_prior(model, fixture.params, lr, (32, 32))
-  return model, fixture.params, {"hr": hr, "prior": prior}
+  prior = compute_prior(model, params, lr, (32, 32))
+  return model, params, {"hr": hr, "prior": prior}
 
 
 def _train_steps(micro, formulation: Formulation, steps: int = 2,
