@@ -43,8 +43,14 @@ class _SkipsBadImages:
     return sorted(self._bad)
 
   def _load(self, name: str, read) -> dict[str, Any] | None:
+    image = self._read(name, read)
+    return None if image is None else {"image": image, "name": name}
+
+  def _read(self, name: str, read) -> Any:
+    """``read()``, or for an unreadable file (``ValueError``) an ``InputError`` naming the skip
+    option, or in skip mode a warning and None."""
     try:
-      return {"image": read(), "name": name}
+      return read()
     except ValueError as err:
       if not self._skip:
         raise InputError(f"{err} (to train without the unreadable images, set "
@@ -81,17 +87,15 @@ class ImageFolderSource(_SkipsBadImages):
       return self._load(name, lambda: rasters.read_unit(path, *self._raster))
     return self._load(name, lambda: images.read_image(path, allow_convert=self._allow_convert))
 
-  def size_of(self, index: int) -> tuple[int, int]:
-    """``(H, W)`` of image ``index`` as read (upright), from its header; ``InputError`` naming
-    the file when it cannot be opened."""
-    path = self.root / self.names[index]
-    if self._raster is not None:
-      info = rasters.open_raster(path, *self._raster[:2])
-      return info.height, info.width
-    try:
-      return images.image_size(path)
-    except ValueError as err:
-      raise InputError(str(err)) from err
+  def size_of(self, index: int) -> tuple[int, int] | None:
+    """``(H, W)`` of image ``index`` as read (upright), from its header; an unreadable file as
+    in ``__getitem__`` (an ``InputError`` naming it, or None in skip mode)."""
+    name = self.names[index]
+    path = self.root / name
+    if self._raster is None:
+      return self._read(name, lambda: images.image_size(path))
+    info = self._read(name, lambda: rasters.open_raster(path, *self._raster[:2]))
+    return None if info is None else (info.height, info.width)
 
   def __repr__(self) -> str:
     return f"ImageFolderSource(root={str(self.root)!r}, n={len(self.names)})"
@@ -152,13 +156,13 @@ class TfdsSource(_SkipsBadImages):
     return self._load(name, lambda: images.decode_image(data, label,
                                                         allow_convert=self._allow_convert))
 
-  def size_of(self, index: int) -> tuple[int, int]:
-    """``(H, W)`` of record ``index`` as read (upright), from its encoded header."""
+  def size_of(self, index: int) -> tuple[int, int] | None:
+    """``(H, W)`` of record ``index`` as read (upright), from its encoded header; an unreadable
+    record as in ``__getitem__``."""
+    name = self.names[index]
     data = self._records[int(self._indices[index])]["image"]
-    try:
-      return images.image_size(io.BytesIO(data), f"tfds {self.tfds_name}:{self.names[index]}")
-    except ValueError as err:
-      raise InputError(str(err)) from err
+    return self._read(name, lambda: images.image_size(io.BytesIO(data),
+                                                      f"tfds {self.tfds_name}:{name}"))
 
   def __repr__(self) -> str:
     return f"TfdsSource(name={self.tfds_name!r}, n={len(self.names)})"

@@ -168,11 +168,16 @@ def check_images(lr: jax.Array | np.ndarray, channels: int = 3) -> None:
                      "by 255, map [-1, 1] images with (x + 1) / 2")
 
 
-def _typed_key(rng: jax.Array) -> jax.Array:
-  """A typed PRNG key from a typed key or a raw uint32 one (``jax.random.PRNGKey``); TypeError
-  for anything else (None)."""
+def check_key(rng: Any) -> None:
+  """Raise TypeError unless ``rng`` is a PRNG key (an array: typed, or raw uint32; not None)."""
   if not isinstance(rng, (jax.Array, np.ndarray)):
     raise TypeError(f"rng is {rng!r}: diffusion needs a PRNG key, e.g. rng=jax.random.key(0)")
+
+
+def _typed_key(rng: jax.Array) -> jax.Array:
+  """A typed PRNG key from a typed key or a raw uint32 one (``jax.random.PRNGKey``); TypeError
+  for anything else (``check_key``)."""
+  check_key(rng)
   if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
     return rng
   return jax.random.wrap_key_data(rng)

@@ -42,8 +42,8 @@ from neurop_jax.diffusion.schedule import Schedule
 from neurop_jax.inference import tiles
 from neurop_jax.inference.consistency import projection, window_count, window_system
 from neurop_jax.inference.api import (DenoiseFn, UNetDenoiser, check_array, check_images,
-                                      check_layout, check_samples, draw_keys, output_size,
-                                      sample_image)
+                                      check_key, check_layout, check_samples, draw_keys,
+                                      output_size, sample_image)
 from neurop_jax.inference.run import Run
 from neurop_jax.io.images import to_uint8
 from neurop_jax.models import NeuralOperator, from_unit, to_unit
@@ -337,8 +337,7 @@ def _tiled_sampling(run: Run, rng: jax.Array | None, sampler: str | None, steps:
   """The sampling of a tiled diffusion call (the run's defaults under the caller's), checked."""
   if not run.has_unet:
     raise ValueError("the run has no diffusion UNet (stage 1 only): use prior_only_tiled")
-  if not isinstance(rng, (jax.Array, np.ndarray)):
-    raise TypeError(f"rng is {rng!r}: diffusion needs a PRNG key, e.g. rng=jax.random.key(0)")
+  check_key(rng)
   check_samples(samples)
   return run.sampling_for(sampler, steps, skip, eta, strength, consistency)
 

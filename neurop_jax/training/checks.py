@@ -218,8 +218,8 @@ def check_workdir(workdir: Path) -> None:
 
 def check_data(config: ml_collections.ConfigDict, sources: dict) -> None:
   """Raises ``InputError`` for an empty train or val split, or (stage 1) a training image smaller
-  than ``config.data.patch_size`` (naming it; unreadable ones name
-  ``config.data.skip_bad_images`` unless it is set, when they are left to the source to skip)."""
+  than ``config.data.patch_size`` (naming it; an unreadable one as the source reads it: an error
+  naming ``config.data.skip_bad_images``, or skipped with a warning when it is set)."""
   where = config.data.path if config.data.source == "folder" else f"source {config.data.source!r}"
   for split in ("train", "val"):
     if not len(sources[split]):
@@ -231,13 +231,10 @@ def check_data(config: ml_collections.ConfigDict, sources: dict) -> None:
   p = config.data.patch_size
   train = sources["train"]
   for index in range(len(train)):
-    try:
-      height, width = train.size_of(index)
-    except InputError as err:
-      if config.data.skip_bad_images:
-        continue
-      raise InputError(f"{err} (to train without the unreadable images, set "
-                       "--config.data.skip_bad_images=True)") from err
+    size = train.size_of(index)  # an unreadable image: InputError, or None when skipped
+    if size is None:
+      continue
+    height, width = size
     if min(height, width) < p:
       raise InputError(f"training image {train.names[index]} is {height}x{width} pixels, smaller "
                        f"than config.data.patch_size={p}: remove it or set --config.data.patch_size "
