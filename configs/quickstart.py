@@ -49,6 +49,11 @@ def get_config(arg: str | None = None):
                           val_sampler="ddim", val_steps=2 if test else 20, val_skip="uniform",
                           val_consistency=True, target="x0", space="residual",
                           residual_scale=4.0)
+  config.distill.update(num_steps=2 if test else 300, log_every=1 if test else 50,
+                        eval_every=2 if test else 300, checkpoint_every=2 if test else 300,
+                        val_images=1 if test else 3, sample_images=1 if test else 3,
+                        pairs=4 if test else 128, teacher_steps=2 if test else 20,
+                        steps=(1, 2) if test else (1, 2, 4), learning_rate=1e-4)
   if not test:
     config.diffusion.update(lpips_weight=1.0, val_strength=0.1)
   config.evaluate.update(scales=(2.5, 9.0) if test else (2.0, 3.1, 4.0, 5.8, 8.0, 10.0),

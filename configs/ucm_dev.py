@@ -46,6 +46,9 @@ def get_config(arg: str | None = None):
                           log_every=20, eval_every=200, checkpoint_every=200, keep=1,
                           val_images=12, sample_images=4, val_sampler="ddim", val_steps=20,
                           val_skip="uniform")
+  config.distill.update(num_steps=600, learning_rate=1e-4, ema_decay=0.99, pairs=256,
+                        log_every=20, eval_every=300, checkpoint_every=100, keep=1,
+                        val_images=4, sample_images=4)
   if "eps" not in variants:
     config.diffusion.update(target="x0", space="residual", residual_scale=4.0)
   return config

@@ -11,7 +11,9 @@ the val split of ``--config``'s data (each crop degraded at each scale as evalua
 - bicubic; the prior, with and without ``consistency``;
 - NeurOp-Diff at each of ``--strengths`` (the fidelity dial), with and without ``consistency``,
   with the run's sampler and steps (``--sampler``, ``--steps`` to override);
-- the mean of ``--samples`` draws at strength 1.
+- the mean of ``--samples`` draws at strength 1;
+- or, with ``--student 1 2 4``, the run's distilled student at those step counts beside its
+  teacher at DDIM 50 and at plain DDIM with those step counts ('trailing' spacing, the student's).
 
 Each point: PSNR and SSIM (RGB, no border crop: the paper's protocol), LPIPS, the held-out
 spectral measures (``evaluation.metrics.spectral_distance``: dB from the HR's high-frequency power
@@ -78,13 +80,24 @@ def _methods(strengths: list[float], samples: int) -> list[tuple[str, str, dict]
   return methods
 
 
+def _student_methods(steps: list[int]) -> list[tuple[str, str, dict]]:
+  """The distilled student at each of ``steps`` beside its teacher: DDIM 50 (uniform) and plain
+  DDIM at the student's step counts on its 'trailing' steps."""
+  methods = [("bicubic", "bicubic", None), ("prior", "prior", {"prior": True}),
+             ("teacher DDIM", "50", {"sampler": "ddim", "steps": 50, "skip": "uniform"})]
+  methods += [("teacher DDIM", f"{n}", {"sampler": "ddim", "steps": n, "skip": "trailing"})
+              for n in steps]
+  methods += [("student", f"{n}", {"sampler": "student", "steps": n}) for n in steps]
+  return methods
+
+
 def _output(run, lr, hr_hw, options, key, sampling):
   if options is None:
     return bicubic(lr, hr_hw)
   if options.get("prior"):
     return np.asarray(prior_only(run, lr, out_shape=hr_hw,
                                  consistency=options.get("consistency", False)))
-  out = super_resolve(run, lr, out_shape=hr_hw, rng=key, **sampling, **options)
+  out = super_resolve(run, lr, out_shape=hr_hw, rng=key, **{**sampling, **options})
   return np.asarray(out[0] if isinstance(out, tuple) else out)
 
 
@@ -104,6 +117,9 @@ def main() -> None:
   parser.add_argument("--samples", type=int, default=4)
   parser.add_argument("--sampler")
   parser.add_argument("--steps", type=int)
+  parser.add_argument("--student", type=int, nargs="+", metavar="N",
+                      help="measure the run's distilled student at these step counts beside its "
+                           "teacher (DDIM 50, and DDIM at these counts) instead of the strengths")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", required=True)
   args = parser.parse_args()
@@ -129,7 +145,8 @@ def main() -> None:
             for i in indices]
   sampling = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps)) if v}
   resolved = run.sampling_for(args.sampler, args.steps)
-  methods = _methods(args.strengths, args.samples)
+  methods = (_student_methods(args.student) if args.student else
+             _methods(args.strengths, args.samples))
   points, grid_rows = [], []
   for scale in args.scales:
     pairs = [eval_pair(image, scale) for image in images]

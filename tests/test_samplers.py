@@ -71,6 +71,11 @@ def test_timestep_sequences():
   logsnr = samplers.timestep_sequence(SCHEDULE, 10, "logsnr")
   assert len(logsnr) == 10 and logsnr[0] == 0 and logsnr[-1] == 1800
   assert np.all(np.diff(logsnr) > 0)
+  assert samplers.timestep_sequence(SCHEDULE, 1, "trailing") == (1999,)
+  assert samplers.timestep_sequence(SCHEDULE, 4, "trailing") == (499, 999, 1499, 1999)
+  assert samplers.timestep_sequence(SCHEDULE, 3, "trailing") == (666, 1332, 1999)
+  student = samplers.Sampling().with_overrides("student", 4)
+  assert (student.skip, student.network, student.solver) == ("trailing", "student", "ddim")
   with pytest.raises(ValueError, match="unknown skip"):
     samplers.timestep_sequence(SCHEDULE, 10, "cubic")
   with pytest.raises(ValueError, match="steps"):

@@ -23,7 +23,7 @@ from neurop_jax.errors import InputError
 from neurop_jax.io.rasters import parse_bands
 from neurop_jax.cli.upsampling import parse_size, upsample
 from neurop_jax.models.config import PRESETS
-from neurop_jax.diffusion.samplers import SAMPLERS
+from neurop_jax.diffusion.samplers import SAMPLER_NAMES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="architecture of --checkpoint")
   parser.add_argument("--prior-only", action="store_true",
                       help="the neural-operator prior alone, no diffusion refinement")
-  parser.add_argument("--sampler", choices=tuple(SAMPLERS),
+  parser.add_argument("--sampler", choices=SAMPLER_NAMES,
                       help="diffusion sampler; default: the run's (what a --workdir run "
                            "validated with, e.g. DDIM 20 steps for the quickstart; the paper's DDIM "
                            "50 for --checkpoint)")

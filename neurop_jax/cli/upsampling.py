@@ -36,6 +36,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -43,6 +44,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from neurop_jax.diffusion.samplers import STUDENT
 from neurop_jax.errors import InputError
 from neurop_jax.inference.api import output_size
 from neurop_jax.inference.run import Run, load_run, run_from_checkpoint
@@ -280,7 +282,14 @@ def upsample(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
     raise InputError("the checkpoint has no diffusion UNet (stage 1 only): use --prior-only")
   if steps is not None and not 1 <= steps <= run.schedule.num_timesteps:
     raise InputError(f"--steps must be in [1, {run.schedule.num_timesteps}], got {steps}")
-  sampling = run.sampling_for(sampler, steps, skip, strength=strength, consistency=consistency)
+  try:
+    sampling = run.checked_sampling(sampler, steps, skip, strength=strength,
+                                    consistency=consistency) if not prior_only else run.sampling
+  except ValueError as err:
+    raise InputError(f"--sampler: {err}") from err
+  if not prior_only and sampler is None and sampling.sampler == STUDENT:
+    print(f"upsample: the distilled student of {run.workdir} ({sampling.steps} steps, step "
+          f"{run.student_step}); --sampler ddim for its teacher", file=sys.stderr)
   bands = rasters.parse_bands(run.bands) if bands is None else tuple(bands)
   plans = [plan_input(path, scale, size, run.channels, bands, values, run.value_mapping)
            for path in paths]

@@ -73,10 +73,16 @@ def _logsnr_sequence(schedule: Schedule, steps: int) -> np.ndarray:
   return np.unique(np.abs(log_snr[None, :] - targets[:, None]).argmin(axis=1))
 
 
+def _trailing_sequence(schedule: Schedule, steps: int) -> np.ndarray:
+  num_timesteps = schedule.num_timesteps
+  return np.round(np.arange(num_timesteps, 0, -num_timesteps / steps)).astype(np.int64)[::-1] - 1
+
+
 SKIPS: dict[str, Callable[[Schedule, int], np.ndarray]] = {
     "uniform": _uniform_sequence,
     "quad": _quad_sequence,
     "logsnr": _logsnr_sequence,
+    "trailing": _trailing_sequence,
 }
 
 
@@ -88,7 +94,10 @@ def timestep_sequence(schedule: Schedule, steps: int, skip: str = "uniform") -> 
   choice): int(linspace(0, sqrt(0.8 T), steps)**2), which may repeat 0 (a step that leaves x
   unchanged). 'logsnr': the discrete steps nearest to ``steps`` values of log(alpha_bar / (1 -
   alpha_bar)) evenly spaced from step T - T // steps down to step 0, repeats merged; the spacing
-  DPM-Solver++ wants (with 'uniform' its steps into t = 0 are badly unbalanced). 'logsnr' reads
+  DPM-Solver++ wants (with 'uniform' its steps into t = 0 are badly unbalanced). 'trailing' (Lin
+  et al. 2024): round(T - k T / steps) - 1 for k = steps - 1 ... 0, so the first step starts at
+  the noisiest level T - 1 (1 step of 2000: (1999,); 4: (499, 999, 1499, 1999)), the spacing of
+  the distilled student (``sampler='student'``). 'logsnr' reads
   the schedule's values: under jit, close over the schedule or pass ``timesteps`` explicitly.
   """
   if skip not in SKIPS:
@@ -293,14 +302,27 @@ SAMPLERS: dict[str, Callable[..., jax.Array | tuple[jax.Array, Trajectory]]] = {
 }
 
 
-DEFAULT_SKIP: dict[str, str] = {"ddim": "uniform", "ddpm": "uniform", "dpm_solver_pp": "logsnr"}
-"""Each sampler's timestep spacing when none is named: DPM-Solver++ needs 'logsnr'."""
+STUDENT = "student"
+"""The distilled few-step student (``training.distill``): deterministic DDIM over 'trailing' steps
+with the student's UNet in place of the teacher's. Not a function of ``SAMPLERS``: the entry
+points choose the network with ``Sampling.network`` and the update with ``Sampling.solver``."""
+
+SAMPLER_NAMES = tuple(SAMPLERS) + (STUDENT,)
+"""What ``Sampling.sampler`` may be: a sampler of ``SAMPLERS`` or the student."""
+
+DEFAULT_SKIP: dict[str, str] = {"ddim": "uniform", "ddpm": "uniform", "dpm_solver_pp": "logsnr",
+                                STUDENT: "trailing"}
+"""Each sampler's timestep spacing when none is named: DPM-Solver++ needs 'logsnr', the student
+'trailing' (the steps it was distilled at)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Sampling:
   """How to sample: the sampler, its number of steps, their spacing, DDIM's eta, the strength and
   whether each step's estimate is made consistent with the input (hashable).
+
+  ``sampler='student'`` is the distilled student of a run (``training.distill``): DDIM with eta 0
+  over ``steps`` 'trailing' steps, evaluating the student's UNet (``network``, ``solver``).
 
   The defaults are the paper's: DDIM, 50 uniform steps, eta 0, strength 1 (the whole chain from
   noise; see ``strength_timesteps`` for the fidelity dial), no consistency (``consistency``:
@@ -317,8 +339,8 @@ class Sampling:
   consistency: bool = False
 
   def __post_init__(self):
-    if self.sampler not in SAMPLERS:
-      raise InputError(f"unknown sampler {self.sampler!r}: choose one of {tuple(SAMPLERS)}")
+    if self.sampler not in SAMPLER_NAMES:
+      raise InputError(f"unknown sampler {self.sampler!r}: choose one of {SAMPLER_NAMES}")
     if self.skip not in SKIPS:
       raise InputError(f"unknown skip {self.skip!r}: choose one of {tuple(SKIPS)}")
     if (isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer))
@@ -352,6 +374,16 @@ class Sampling:
     return Sampling(sampler, int(self.steps if steps is None else steps), skip, float(eta),
                     self.strength if strength is None else strength,
                     self.consistency if consistency is None else consistency)
+
+  @property
+  def network(self) -> str:
+    """The UNet these settings evaluate: 'student' (the distilled one) or 'unet' (the teacher)."""
+    return STUDENT if self.sampler == STUDENT else "unet"
+
+  @property
+  def solver(self) -> str:
+    """The update of ``SAMPLERS`` these settings run: 'ddim' for the student, else the sampler."""
+    return "ddim" if self.sampler == STUDENT else self.sampler
 
   def timesteps(self, schedule: Schedule) -> tuple[int, ...]:
     """The timestep sequence of these settings on ``schedule`` (``timestep_sequence``)."""

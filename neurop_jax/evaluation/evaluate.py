@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from neurop_jax.data import build_sources, eval_batches
 from neurop_jax.data.sources import Subset, evenly_spaced
-from neurop_jax.diffusion.samplers import SAMPLERS, SKIPS
+from neurop_jax.diffusion.samplers import SAMPLER_NAMES, SKIPS
 from neurop_jax.errors import InputError
 from neurop_jax.evaluation.config import METHODS, default_evaluate_config
 from neurop_jax.evaluation.metrics import PROTOCOLS, bicubic, measure
@@ -85,8 +85,8 @@ def evaluate_settings(config: ml_collections.ConfigDict) -> ml_collections.Confi
     raise InputError(f"config.evaluate.split must be one of {SPLITS}, got {settings.split!r}")
   if settings.which not in ("best", "latest"):
     raise InputError(f"config.evaluate.which must be 'best' or 'latest', got {settings.which!r}")
-  if settings.sampler and settings.sampler not in SAMPLERS:
-    raise InputError(f"config.evaluate.sampler must be '' (the run's) or one of {tuple(SAMPLERS)}, "
+  if settings.sampler and settings.sampler not in SAMPLER_NAMES:
+    raise InputError(f"config.evaluate.sampler must be '' (the run's) or one of {SAMPLER_NAMES}, "
                      f"got {settings.sampler!r}")
   if settings.skip and settings.skip not in SKIPS:
     raise InputError(f"config.evaluate.skip must be '' or one of {tuple(SKIPS)}, got "

@@ -221,13 +221,19 @@ DenoiseFn = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
 
 @dataclasses.dataclass(frozen=True)
 class UNetDenoiser:
-  """NeurOp-Diff's UNet, hashable: ``(params, x_t, g, prior) -> output`` (eps, x0 or v)."""
+  """NeurOp-Diff's UNet, hashable: ``(params, x_t, g, prior) -> output`` (eps, x0 or v).
+
+  ``network`` names the UNet's parameters in ``params['params']``: 'unet' (stage 2, the teacher)
+  or 'student' (the distilled student of ``training.distill``, same architecture).
+  """
 
   model: NeurOpDiff
+  network: str = "unet"
 
   def __call__(self, params: dict, x_t: jax.Array, noise_level: jax.Array,
                prior: jax.Array) -> jax.Array:
-    return self.model.apply(params, x_t, noise_level, prior, method=self.model.denoise)
+    unet = {"params": {"unet": params["params"][self.network]}}
+    return self.model.apply(unet, x_t, noise_level, prior, method=self.model.denoise)
 
 
 def sample_image(denoise: DenoiseFn, params: Any, prior: jax.Array, rng: jax.Array,
@@ -259,17 +265,19 @@ def sample_image(denoise: DenoiseFn, params: Any, prior: jax.Array, rng: jax.Arr
 
 @functools.partial(jax.jit, static_argnames=("model", "out_shape", "sampler", "timesteps",
                                              "formulation", "strength", "consistency",
-                                             "samples"))
+                                             "samples", "network"))
 def _super_resolve(model: NeurOpDiff, params: dict, lr: jax.Array, rng: jax.Array,
                    eta: jax.Array, schedule: Schedule, *, out_shape: tuple[int, int],
                    sampler: str, timesteps: tuple[int, ...], formulation: Formulation,
-                   strength: float, consistency: bool, samples: int | None) -> jax.Array:
+                   strength: float, consistency: bool, samples: int | None,
+                   network: str = "unet") -> jax.Array:
   """The pure, jitted body of ``super_resolve``: ``lr`` (B, h, w, C) [0, 1] -> draws (B, K, H, W,
   C) in [0, 1] (K = 1 when ``samples`` is None), with the keys ``draw_keys(rng, samples, b)``."""
   def image(lr_b, index):
     prior = compute_prior(model, params, lr_b[None], out_shape)
     project = input_projection(lr_b[None] * 2 - 1, out_shape) if consistency else None
-    draw = lambda key: sample_image(UNetDenoiser(model), params, prior, key, eta, schedule,
+    draw = lambda key: sample_image(UNetDenoiser(model, network), params, prior, key, eta,
+                                    schedule,
                                     sampler=sampler, timesteps=timesteps,
                                     formulation=formulation, strength=strength,
                                     project=project)[0]
@@ -309,12 +317,10 @@ def _diffusion_options(run: Run, sampler: str | None, steps: int | None, skip: s
                        eta: float | None, strength: float | None,
                        consistency: bool | None) -> dict:
   """The static and array options of a diffusion call: the run's defaults under the caller's."""
-  if not run.has_unet:
-    raise ValueError("the run has no diffusion UNet (stage 1 only): use prior_only")
-  sampling = run.sampling_for(sampler, steps, skip, eta, strength, consistency)
-  return dict(static=dict(sampler=sampling.sampler, timesteps=sampling.timesteps(run.schedule),
+  sampling = run.checked_sampling(sampler, steps, skip, eta, strength, consistency)
+  return dict(static=dict(sampler=sampling.solver, timesteps=sampling.timesteps(run.schedule),
                           formulation=run.formulation, strength=float(sampling.strength),
-                          consistency=bool(sampling.consistency)),
+                          consistency=bool(sampling.consistency), network=sampling.network),
               eta=jnp.float32(sampling.eta))
 
 
@@ -337,7 +343,8 @@ def super_resolve(run: Run, lr: jax.Array, *, scale: float | None = None,
     scale: the upsampling factor (a Python number >= 1, non-integer allowed), or
     out_shape: the HR size ``(H, W)``; give exactly one of the two.
     rng: a PRNG key: x_T from ``fold_in(rng, 0)``, the sampler's noise from ``fold_in(rng, 1)``.
-    sampler: 'ddim' (the paper), 'ddpm' or 'dpm_solver_pp'; None: the run's.
+    sampler: 'ddim' (the paper), 'ddpm', 'dpm_solver_pp' or 'student' (a run's distilled
+      student, steps of 1 to 4); None: the run's (its student when it has one).
     steps: the number of sampling steps; None: the run's (50 for the paper).
     skip: the timestep spacing ('uniform', 'quad', 'logsnr'); None: the run's for its own sampler,
       else the sampler's (``DEFAULT_SKIP``).

@@ -25,7 +25,7 @@ import jax
 import ml_collections
 
 from neurop_jax.diffusion.formulation import Formulation
-from neurop_jax.diffusion.samplers import Sampling
+from neurop_jax.diffusion.samplers import STUDENT, Sampling
 from neurop_jax.diffusion.schedule import Schedule, make_schedule, schedule_from_config
 from neurop_jax.errors import InputError
 from neurop_jax.io import checkpoints
@@ -58,6 +58,8 @@ class Run:
     value_mapping: the mapping of raster values to [0, 1] it trained with ('' for none).
     workdir, step: where it was read from (None for a run made in memory), the stage-2 step
       (else the stage-1 step).
+    student_step: the step of the distilled student in ``params['params']['student']`` (None:
+      the run has none).
   """
 
   model: NeurOpDiff
@@ -70,6 +72,7 @@ class Run:
   value_mapping: str = ""
   workdir: Path | None = None
   step: int | None = None
+  student_step: int | None = None
 
   @property
   def channels(self) -> int:
@@ -88,6 +91,27 @@ class Run:
     None keeps the run's; another sampler brings its own spacing and eta 0)."""
     return self.sampling.with_overrides(sampler, steps, skip, eta, strength, consistency)
 
+  @property
+  def has_student(self) -> bool:
+    """Whether the run holds a distilled student (``sampler='student'``, ``training.distill``)."""
+    return STUDENT in self.params["params"]
+
+  def checked_sampling(self, sampler: str | None = None, steps: int | None = None,
+                       skip: str | None = None, eta: float | None = None,
+                       strength: float | None = None,
+                       consistency: bool | None = None) -> Sampling:
+    """``sampling_for``, raising ValueError when the run lacks the network it names: a UNet
+    (stage 1 only) or the student."""
+    if not self.has_unet:
+      raise ValueError("the run has no diffusion UNet (stage 1 only): compute its prior alone "
+                       "(prior_only, prior_only_tiled, upsample --prior-only)")
+    sampling = self.sampling_for(sampler, steps, skip, eta, strength, consistency)
+    if sampling.sampler == STUDENT and not self.has_student:
+      raise ValueError("sampler='student' needs a distilled student and the run has none: "
+                       "distil one with `python -m neurop_jax.main --config <file>.py:distill "
+                       "--workdir RUN`, or choose another sampler")
+    return sampling
+
 
 def _sampling_of(diffusion_cfg: ml_collections.ConfigDict) -> Sampling:
   """The sampling a stage-2 config validated with (the paper's when it predates those fields)."""
@@ -103,6 +127,10 @@ def load_run(workdir: str | os.PathLike, which: str = "best",
   """The trained run in ``workdir``, read once: its stage-2 step with the prior saved beside it, or
   its stage-1 operator alone when stage 2 has no checkpoint.
 
+  A workdir that holds a distilled student (``<workdir>/student``, ``--config <file>.py:distill``)
+  gives it as ``params['params']['student']`` and samples with it by default: ``sampler='student'``
+  at its ``distill.val_steps`` (every entry point; ``sampler='ddim'`` etc. for the teacher).
+
   Args:
     workdir: a training workdir (``python -m neurop_jax.main ... --workdir``).
     which: 'best' (by the stage's ``best_metric``: validation LPIPS in stage 2 where it was
@@ -114,6 +142,7 @@ def load_run(workdir: str | os.PathLike, which: str = "best",
     MissingInputError: nothing trained in ``workdir``.
     DamagedCheckpointError: the chosen step's files are damaged.
   """
+  student_step = None
   if which not in checkpoints.WHICH:
     raise InputError(f"which must be one of {checkpoints.WHICH}, got {which!r}")
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0]) if sharding is None else sharding
@@ -124,6 +153,14 @@ def load_run(workdir: str | os.PathLike, which: str = "best",
     diffusion = read.config.diffusion
     schedule, formulation = schedule_from_config(diffusion), Formulation.from_config(diffusion)
     sampling = _sampling_of(diffusion)
+    student = checkpoints.read_stage(checkpoints.checkpoint_dir(workdir, STUDENT), STUDENT, which,
+                                     sharding, section="distill")
+    if student is not None:
+      params[STUDENT] = student.params
+      distill = student.config.distill
+      sampling = Sampling(STUDENT, int(distill.val_steps), "trailing",
+                          consistency=bool(distill.val_consistency))
+      student_step = student.step
   else:
     read = checkpoints.read_stage(checkpoints.checkpoint_dir(workdir, "operator"), "operator",
                                   which, sharding)
@@ -137,7 +174,7 @@ def load_run(workdir: str | os.PathLike, which: str = "best",
              model_config=ml_collections.FrozenConfigDict(config.model),
              bands=str(config.data.get("bands", "")),
              value_mapping=str(config.data.get("value_mapping", "")),
-             workdir=Path(workdir).absolute(), step=read.step)
+             workdir=Path(workdir).absolute(), step=read.step, student_step=student_step)
 
 
 def run_from_checkpoint(path: str | os.PathLike, preset: str = "paper") -> Run:

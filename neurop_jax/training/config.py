@@ -14,6 +14,9 @@ from neurop_jax.evaluation.config import default_evaluate_config
 from neurop_jax.models.config import model_config
 
 STAGES = ("operator", "diffusion")
+DISTILL = "distill"
+"""The stage that distils a trained stage 2 into a few-step student (``<workdir>/student``): named
+alone (``--config <file>.py:distill``), never part of 'all'."""
 
 # Stage 2 of the paper: Adam at these rates, stepping down every 100k iterations.
 PAPER_DIFFUSION_LRS = (1e-4, 8e-5, 6e-5, 4e-5, 2e-5, 1e-5, 8e-6, 6e-6, 4e-6, 2e-6)
@@ -26,11 +29,12 @@ def parse_arg(arg: str | None, variants: tuple[str, ...] = ()) -> tuple[str, set
   ``ValueError`` listing what is accepted.
   """
   words = [w.strip() for w in (arg or "").split(",") if w.strip()]
-  unknown = [w for w in words if w not in STAGES + variants]
+  named = STAGES + (DISTILL,)
+  unknown = [w for w in words if w not in named + variants]
   if unknown:
-    raise ValueError(f"unknown config argument(s) {unknown}: use a stage {STAGES} and/or a "
+    raise ValueError(f"unknown config argument(s) {unknown}: use a stage {named} and/or a "
                      f"variant {variants}, comma separated")
-  stages = [w for w in words if w in STAGES]
+  stages = [w for w in words if w in named]
   if len(stages) > 1:
     raise ValueError(f"name at most one stage in the config argument, got {stages}")
   return (stages[0] if stages else "all"), {w for w in words if w in variants}
@@ -50,7 +54,7 @@ def base_config(preset: str = "paper", stage: str = "all") -> ml_collections.Con
   """The paper's two-stage recipe on the bundled sample images; datasets override ``data``.
 
   Top level:
-    stage: 'all' (operator then diffusion), 'operator' or 'diffusion'.
+    stage: 'all' (operator then diffusion), 'operator', 'diffusion' or 'distill'.
     seed: seed of initialisation, noise and dropout (the data order has ``data.seed``).
     distributed: call ``jax.distributed.initialize()`` first (multi-process runs: every process
       runs the same command and the same input pipeline, and puts its rows of each global batch
@@ -103,6 +107,17 @@ def base_config(preset: str = "paper", stage: str = "all") -> ml_collections.Con
       ``training.steps.diffusion_step``; needs the ``lpips`` extra and RGB crops of >= 31 px).
     val_lpips: also measure LPIPS of the samples, the prior and bicubic at validation (needs the
       ``lpips`` extra; skipped with a warning when it is not installed).
+  Distillation (``distill``, ``--config <file>.py:distill``; ``training.distill``): a student
+  UNet, started from the teacher's EMA weights, that samples in 1 to 4 evaluations.
+    teacher: the stage-2 checkpoint distilled, 'best' or 'latest'.
+    steps: the student step counts trained together (one set of weights): (1, 2, 4).
+    val_steps, val_consistency: the student's validation sampling, and the run's default
+      sampling once a student exists (``sampler='student'``).
+    pairs: the number of (x_T, prior, teacher output) training pairs made once (training crops).
+    teacher_steps, teacher_skip: the teacher's deterministic DDIM (50 uniform steps: the paper's).
+    teacher_weight, hr_weight, lpips_weight: the loss, teacher_weight L1(student, teacher) +
+      hr_weight L1(student, HR) + lpips_weight LPIPS(student, HR).
+    learning_rate: Adam's constant rate; the loop fields as the other stages.
   Evaluation (``--mode evaluate``): ``evaluate``, the fields of
   ``neurop_jax.evaluation.config.default_evaluate_config`` (scales, methods, sampler, images, crops).
   """
@@ -129,5 +144,11 @@ def base_config(preset: str = "paper", stage: str = "all") -> ml_collections.Con
       val_lpips=True, lpips_weight=0.0,
       eval_every=10_000,
       checkpoint_every=5000, best_metric="lpips", best_mode="min"))
+  config.distill = ml_collections.ConfigDict(_loop_fields(
+      num_steps=2000, ema_decay=0.99, learning_rate=2e-5, teacher="best", steps=(1, 2, 4),
+      val_images=4, val_steps=1, val_consistency=False, pairs=512, teacher_steps=50,
+      teacher_skip="uniform", teacher_weight=1.0, hr_weight=0.0, lpips_weight=0.0,
+      eval_every=500, checkpoint_every=500, best_metric="lpips", best_mode="min",
+      val_lpips=True))
   config.evaluate = default_evaluate_config()
   return config

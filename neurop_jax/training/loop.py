@@ -30,7 +30,8 @@ from tqdm import tqdm
 from neurop_jax.evaluation import lpips
 from neurop_jax.io import checkpoints
 from neurop_jax.models import convert
-from neurop_jax.training.config import STAGES
+from neurop_jax.training import distill
+from neurop_jax.training.config import DISTILL, STAGES
 from neurop_jax.data import build_sources, diffusion_pipeline, operator_pipeline, splits
 from neurop_jax.diffusion.schedule import schedule_from_config
 from neurop_jax.errors import InputError, MissingInputError
@@ -42,7 +43,7 @@ from neurop_jax.training.checks import check_config, check_data, check_workdir
 from neurop_jax.training.records import StageLogger
 from neurop_jax.models import NeurOpDiff, compute_prior, make_model, to_unit
 from neurop_jax.diffusion.formulation import Formulation
-from neurop_jax.diffusion.samplers import Sampling
+from neurop_jax.diffusion.samplers import STUDENT, Sampling, sample_conditioned
 from neurop_jax.models.coords import query_grid
 from neurop_jax.training.state import (TrainState, create_train_state, make_optimizer,
                                        step_schedule, warmup_schedule)
@@ -196,6 +197,92 @@ def _diffusion_stage(config: ml_collections.ConfigDict, model: NeurOpDiff, sourc
                              perceptual=_perceptual(cfg.lpips_weight)),
       iterator=diffusion_pipeline(sources["train"], config.data),
       device_batch=device_batch, outputs_fn=outputs_fn, prior=prior_params)
+
+
+def _student_stage(config: ml_collections.ConfigDict, model: NeurOpDiff, sources: dict,
+                   mesh: jax.sharding.Mesh, workdir: Path) -> _Stage:
+  """The distillation stage (``training.distill``): the student starts from the teacher's EMA UNet
+  of ``<workdir>/diffusion`` and trains on pairs made once with it."""
+  cfg = config.distill
+  teacher = checkpoints.read_stage(checkpoints.checkpoint_dir(workdir, "diffusion"), "diffusion",
+                                   cfg.teacher)
+  if teacher is None:
+    raise MissingInputError(
+        f"distillation needs a trained stage-2 teacher and found none in {workdir.absolute()}: "
+        "train it first (--config <file>.py, or <file>.py:diffusion on a trained stage 1)")
+  if teacher.config.model.to_dict() != config.model.to_dict():
+    raise InputError(f"the teacher in {workdir} was trained with model={teacher.config.model}, "
+                     "the config has another: distil with the config the teacher trained with")
+  teacher_cfg = teacher.config.diffusion
+  noise, formulation = schedule_from_config(teacher_cfg), Formulation.from_config(teacher_cfg)
+  teacher_sampling = Sampling("ddim", int(cfg.teacher_steps), cfg.teacher_skip)
+  student_sampling = Sampling(STUDENT, int(cfg.val_steps), "trailing",
+                              consistency=bool(cfg.val_consistency))
+  prior_params = teacher.prior
+  key = jax.random.key(config.seed)
+
+  def teacher_image(unet, prior, x_T):
+    return sample_conditioned(lambda x, g: UNetDenoiser(model)(unet, x, g, prior), prior, x_T,
+                              key, schedule=noise, formulation=formulation, sampler="ddim",
+                              timesteps=teacher_sampling.timesteps(noise))
+
+  teacher_params = {"params": {"unet": teacher.params}}
+  teacher_fn = jax.jit(lambda prior, x_T: teacher_image(teacher_params, prior, x_T))
+  prior_fn = jax.jit(lambda lr, hr: compute_prior(model, {"params": {"operator": prior_params}},
+                                                  lr, hr.shape[1:3]))
+  meta = dict(teacher_step=teacher.step, teacher_steps=cfg.teacher_steps,
+              teacher_skip=cfg.teacher_skip, count=cfg.pairs, seed=config.seed,
+              data_seed=config.data.seed, crop=config.data.crop_size)
+  path = workdir / STUDENT / "pairs.npz"
+  pairs = distill.read_pairs(path, meta)
+  if pairs is None:
+    pairs = distill.make_pairs(diffusion_pipeline(sources["train"], config.data), cfg.pairs,
+                               prior_fn, teacher_fn, jax.random.fold_in(key, 3),
+                               progress=jax.process_index() == 0)
+    if jax.process_index() == 0:
+      distill.write_pairs(path, pairs, meta)
+    logging.info("student: %d teacher pairs written to %s", cfg.pairs, path)
+  tx = make_optimizer(cfg, step_schedule((cfg.learning_rate,), 1))
+  stacked = batch_sharding(mesh, stacked=True)
+
+  def sample(params, lr, rng, out_hw, denoise, sampling):
+    prior = compute_prior(model, params, lr, out_hw)
+    project = input_projection(lr * 2 - 1, out_hw) if sampling.consistency else None
+    return to_unit(prior), sample_image(denoise, params, prior, draw_keys(rng, None)[0],
+                                        jnp.float32(0.0), noise, sampler=sampling.solver,
+                                        timesteps=sampling.timesteps(noise),
+                                        formulation=formulation, project=project)
+
+  sample = jax.jit(sample, static_argnums=(3, 4, 5))
+  teacher_images: dict[int, jax.Array] = {}
+
+  def outputs_fn(ema, rng):
+    params = {"params": {"operator": prior_params, "unet": teacher.params, STUDENT: ema}}
+
+    def outputs(lr, hr, index):
+      rng_i, out_hw = jax.random.fold_in(rng, index), hr.shape[1:3]
+      if index not in teacher_images:
+        teacher_images[index] = sample(params, lr, rng_i, out_hw, UNetDenoiser(model),
+                                       teacher_sampling)[1]
+      prior, x0 = sample(params, lr, rng_i, out_hw, UNetDenoiser(model, STUDENT),
+                         student_sampling)
+      return {"prior": prior, "teacher": teacher_images[index], "": x0}
+    return outputs
+
+  return _Stage(
+      name=STUDENT, cfg=cfg, num_steps=cfg.num_steps, init_params=lambda rng: teacher.params,
+      tx=tx,
+      step=functools.partial(distill.distill_step, denoise=UNetDenoiser(model, STUDENT), tx=tx,
+                             schedule=step_schedule((cfg.learning_rate,), 1),
+                             ema_decay=cfg.ema_decay, noise=noise, formulation=formulation,
+                             steps=tuple(int(n) for n in cfg.steps),
+                             teacher_weight=float(cfg.teacher_weight),
+                             hr_weight=float(cfg.hr_weight),
+                             lpips_weight=float(cfg.lpips_weight),
+                             perceptual=_perceptual(cfg.lpips_weight)),
+      iterator=distill.pair_pipeline(pairs, config.data.diffusion_batch_size, config.data.seed),
+      device_batch=lambda batches: to_device(_stack(batches), stacked),
+      outputs_fn=outputs_fn)
 
 
 def _due(step: int, previous: int, every: int) -> bool:
@@ -356,6 +443,14 @@ def _train_stages(config: ml_collections.ConfigDict, workdir: Path, sources: dic
   budget = _StepBudget(config.max_steps_per_run)
   key = jax.random.key(config.seed)
   states = {}
+  if config.stage == DISTILL:
+    validator = Validator(sources["val"], config.data, config.distill.val_images,
+                          config.distill.sample_images,
+                          with_lpips=_validation_lpips(config.distill, config.model))
+    stage = _student_stage(config, model, sources, mesh, workdir)
+    states[STUDENT] = _train_stage(stage, config, workdir, mesh, validator,
+                                   jax.random.fold_in(key, len(STAGES)), budget)
+    return states
   for index, name in enumerate(STAGES):
     if config.stage not in ("all", name) or budget.left <= 0:
       continue
