@@ -1,6 +1,7 @@
 """Sampling speed: the compiled DDIM sampler against Python loops over the steps, in one process.
 
   python experiments/bench_sampling.py [--batch 1] [--steps 50] [--dtype float32] [--quick]
+                                      [--student 1 2 4]
 
 The paper-size model with random weights (a jitted init), ``--batch`` images of 64x64 -> 256x256
 (``--quick``: the 'micro' model, 16x16 -> 64x64, a smoke run), DDIM with eta = 0, run three ways:
@@ -12,7 +13,12 @@ The paper-size model with random weights (a jitted init), ``--batch`` images of 
 - ``loop_prior_every_step``: as the original, a Python loop calling a jitted step (prior + UNet +
   DDIM update: ``formulation.split_prediction`` then ``samplers.ddim_update``) ``--steps`` times;
 - ``loop_prior_once``: the jitted prior once, then a jitted step (UNet + DDIM update) ``--steps``
-  times.
+  times;
+- ``student_N`` for each ``--student N``: ``super_resolve(..., sampler='student', steps=N)``
+  compiled as the first, a distilled student of the same architecture (the UNet's random weights
+  copied into ``params['params']['student']``: the cost, not the quality, of one to four network
+  evaluations over the trailing spacing), its ``ratio_to_compiled`` the speed-up over the 50
+  steps measured in the same process.
 
 The loops' steps are compiled before the loop and warmed up with one call; the three start from
 the same x_T (image b's drawn from ``image_key(rng, b)`` as ``super_resolve`` draws it) and must
@@ -59,6 +65,8 @@ MIB = 2**20
 # The 50-step DDIM of the paper model, 64x64 -> 256x256, batch 1, float32, on this machine kind
 # (issue 13): the original PyTorch sampler, this port before models.conv, and the target.
 REFERENCE = {"original_s": 171.0, "jax_before_s": 64.2, "target_s": 43.0}
+# The 1-step student, same setting (issue 21): prior + one UNet evaluation.
+STUDENT_TARGET_S = 2.5
 
 
 def init_params(model: NeurOpDiff, levels: int) -> dict:
@@ -116,6 +124,8 @@ def main() -> None:
   parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
   parser.add_argument("--repeats", type=int, default=3, help="timed runs of the compiled sampler")
   parser.add_argument("--quick", action="store_true", help="the 'micro' model, 16x16 -> 64x64")
+  parser.add_argument("--student", type=int, nargs="*", default=[1, 2, 4], metavar="N",
+                      help="student step counts to time beside DDIM (none: skip)")
   parser.add_argument("--out", help="default: experiments/results/bench_sampling[_quick].json")
   args = parser.parse_args()
   load_before = os.getloadavg()
@@ -198,6 +208,20 @@ def main() -> None:
       "xla_flops_prior": prior_info["xla_flops"], "xla_flops_per_step": step_info["xla_flops"],
       "xla_memory_mib": step_info.get("xla_memory_mib"), **timing, **memory_now()}
 
+  student_params = {"params": {**params["params"], "student": params["params"]["unet"]}}
+  student_run = Run(model, student_params, student_step=0)
+  for n in args.student:
+    student_fn = lambda params, lr, rng, n=n: inference.super_resolve(
+        student_run, lr, out_shape=out_shape, rng=rng, sampler="student", steps=n, params=params)
+    compiled_n, info = compile_timed(student_fn, student_params, lr, rng)
+    _, first = timed(lambda: compiled_n(student_params, lr, rng), 1)
+    _, timing = timed(lambda: compiled_n(student_params, lr, rng), args.repeats)
+    # The scan over the student's steps is counted once by XLA, as the compiled sampler's.
+    info["xla_flops_reported"] = info["xla_flops"]
+    info["xla_flops"] = prior_info["xla_flops"] + n * (info["xla_flops"] - prior_info["xla_flops"])
+    results[f"student_{n}"] = {**info, "first_run_s": first["best_s"], **timing, **memory_now(),
+                               "network_evaluations": n, "steps": n}
+
   compiled_row = results["compiled"]
   cross_check = results["loop_prior_once"]["xla_flops"]
   counted_once = compiled_row["xla_flops"] < 0.5 * cross_check
@@ -211,7 +235,7 @@ def main() -> None:
   reference = results["compiled"]["median_s"]
   for name, row in results.items():
     row["s_per_image"] = round(row["median_s"] / args.batch, 3)
-    row["steps_per_s"] = round(len(per_step) / row["median_s"], 3)
+    row["steps_per_s"] = round(row.get("steps", len(per_step)) / row["median_s"], 3)
     row["gflop_per_s"] = round(row["xla_flops"] / row["median_s"] / 1e9, 2)
     row["ratio_to_compiled"] = round(row["median_s"] / reference, 3)
     print(f"{name:22s} {row['median_s']:8.2f} s (best {row['best_s']:.2f}, "
@@ -235,6 +259,10 @@ def main() -> None:
     comparisons["ratio_to_jax_before"] = round(
         compiled_row["median_s"] / REFERENCE["jax_before_s"], 3)
     comparisons["meets_target"] = compiled_row["median_s"] <= REFERENCE["target_s"]
+    if "student_1" in results:
+      comparisons["student_1_target_s"] = STUDENT_TARGET_S
+      comparisons["student_1_meets_target"] = (
+          results["student_1"]["median_s"] <= STUDENT_TARGET_S)
   print("compiled sampler: " + ", ".join(f"{k} {v}" for k, v in comparisons.items()))
 
   max_diff = lambda a, b: float(jnp.max(jnp.abs(images[a] - images[b])))
@@ -260,7 +288,9 @@ def main() -> None:
                "xla_flops: XLA cost analysis per program; the compiled sampler's scan body is "
                "counted once by XLA, corrected to prior + steps x (reported - prior) when "
                "scan_body_counted_once; the cross-check is loop_prior_once's prior + steps x one "
-               "step. peak_rss_mib is cumulative over the methods run so far (in this order)."),
+               "step. student_N: the distilled-student sampler at N trailing DDIM steps (random "
+               "weights: timing only); its ratio_to_compiled is its time over DDIM's at --steps "
+               "in this run. peak_rss_mib is cumulative over the methods run so far (in this order)."),
       "max_abs_diff": agreement,
       "comparisons": comparisons,
       "results": results,

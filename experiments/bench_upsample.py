@@ -12,7 +12,14 @@ its own:
   window at a time (``rasters.WindowReader``) and the output written region by region, so the peak
   memory should not grow with the scene;
 - ``diffusion``: a ``--diffusion-crop`` square of the scene with NeurOp-Diff and ``--sampler`` in
-  ``--steps`` (``''`` / 0: the run's own), ``--samples`` draws.
+  ``--steps`` (``''`` / 0: the run's own, e.g. a workdir's distilled student), ``--samples`` draws
+  (0: one, no spread);
+- ``diffusion-teacher``: the same crop with the paper's sampler (DDIM 50, uniform), one draw: the
+  50-step teacher of a distilled student;
+- ``scene-diffusion``: the whole scene by diffusion with ``--sampler`` in ``--steps``, one draw.
+  With ``diffusion`` and ``diffusion-teacher`` measured in the same run, the report extrapolates
+  the teacher's whole-scene time as ``scene-diffusion`` seconds x (``diffusion-teacher`` /
+  ``diffusion`` seconds), the two crops tiled alike.
 
 Peak RSS is the kernel's high-water mark (VmHWM): ``setup_peak_rss_mib`` while the model is made,
 ``peak_rss_mib`` during the run (reset just before it). ``output_in_memory_mib`` is what the output
@@ -20,7 +27,13 @@ would take as one array (as before the streaming writer), ``input_mib`` the inpu
 Random weights of ``--model-preset`` (``micro`` by default, for minutes rather than an hour on a
 2-core CPU; the memory of a tile grows with the model, not with the scene; ``Run(model, params)``,
 the paper's defaults), or ``--workdir`` (``load_run``: its best checkpoint and its defaults).
-Writes experiments/results/bench_upsample.json.
+Writes ``--out`` (experiments/results/bench_upsample.json).
+
+The distilled student's whole scene (issue 21: under 30 minutes and 3 GB on a 2-core CPU)::
+
+  python experiments/bench_upsample.py --workdir runs/ucm_dev --sampler '' --steps 0 \
+      --samples 0 --runs scene-diffusion,diffusion,diffusion-teacher \
+      --out experiments/results/bench_upsample_student.json
 """
 
 from __future__ import annotations
@@ -39,6 +52,11 @@ from record import write_record
 
 SCENE = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "scenes"
             / "2019_YELL_2_528000_4978000_image_crop2.png")
+
+
+# Diffusion runs and the input each reads (the others are --prior-only runs of their own input).
+RUN_INPUTS = {"diffusion": "diffusion", "diffusion-teacher": "diffusion",
+              "scene-diffusion": "scene"}
 
 
 def _rss_mib(field: str) -> float:
@@ -94,14 +112,19 @@ def run_one(spec: dict) -> dict:
   start = time.perf_counter()
   [out, *_] = upsample([spec["input"]], spec["out"], scale=spec["scale"], run=run,
                        prior_only=spec["prior_only"], sampler=spec["sampler"] or None,
-                       steps=spec["steps"] or None, samples=spec["samples"], tile=spec["tile"],
+                       steps=spec["steps"] or None, skip=spec.get("skip"),
+                       samples=spec["samples"] or None, tile=spec["tile"],
                        overlap=spec["overlap"], progress=True)
   seconds = time.perf_counter() - start
   peak = _rss_mib("VmHWM")
   with rasterio.open(out) as dst:
     out_hw = (dst.height, dst.width)
   mib = lambda hw: hw[0] * hw[1] * 3 / 2**20
+  sampling = None if spec["prior_only"] else run.sampling_for(
+      spec["sampler"] or None, spec["steps"] or None, spec.get("skip"))
   return {"lr_hw": list(lr_hw), "out_hw": list(out_hw), "seconds": round(seconds, 1),
+          "sampling": None if sampling is None else
+          {"sampler": sampling.sampler, "steps": sampling.steps, "skip": sampling.skip},
           "us_per_output_pixel": round(1e6 * seconds / (out_hw[0] * out_hw[1]), 2),
           "setup_peak_rss_mib": round(setup_peak, 1), "rss_before_mib": round(before, 1),
           "peak_rss_mib": round(peak, 1), "working_mib": round(peak - before, 1),
@@ -135,9 +158,11 @@ def main() -> None:
     base = dict(workdir=args.workdir, model_preset=args.model_preset, scale=args.scale,
                 sampler=args.sampler, steps=args.steps, tile=args.tile, overlap=args.overlap)
     for name in args.runs.split(","):
-      diffusion = name == "diffusion"
-      spec = dict(base, input=str(inputs[name]), out=str(Path(tmp) / f"out-{name}"),
-                  prior_only=not diffusion, samples=args.samples if diffusion else None)
+      spec = dict(base, input=str(inputs[RUN_INPUTS.get(name, name)]),
+                  out=str(Path(tmp) / f"out-{name}"), prior_only=name not in RUN_INPUTS,
+                  samples=args.samples if name == "diffusion" else None)
+      if name == "diffusion-teacher":
+        spec.update(sampler="ddim", steps=50, skip="uniform")
       child = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], check=True,
                              stdout=subprocess.PIPE, text=True)
       results[name] = dict(json.loads(child.stdout.strip().splitlines()[-1]), **spec)
@@ -150,6 +175,16 @@ def main() -> None:
     report["scene_2x2_over_scene"] = {key: ratio(key) for key in
                                       ("output_in_memory_mib", "peak_rss_mib", "working_mib")}
     print("scene-2x2 / scene:", report["scene_2x2_over_scene"])
+  if {"scene-diffusion", "diffusion", "diffusion-teacher"} <= set(results):
+    crop_ratio = results["diffusion-teacher"]["seconds"] / results["diffusion"]["seconds"]
+    scene = results["scene-diffusion"]
+    report["scene_diffusion"] = {
+        "seconds": scene["seconds"], "peak_rss_mib": scene["peak_rss_mib"],
+        "teacher_over_sampler_on_crop": round(crop_ratio, 2),
+        "teacher_scene_seconds_extrapolated": round(scene["seconds"] * crop_ratio, 1),
+        "target": {"seconds": 1800, "peak_rss_mib": 3072},
+        "meets_target": scene["seconds"] < 1800 and scene["peak_rss_mib"] < 3072}
+    print("scene by diffusion:", report["scene_diffusion"])
   write_record(report, args.out, indent=2)
 
 
