@@ -218,6 +218,9 @@ def test_sampling_overrides_keep_the_defaults_they_do_not_name():
   assert run.with_overrides("dpm_solver_pp") == samplers.Sampling("dpm_solver_pp", 20, "logsnr")
   assert run.with_overrides("ddpm", skip="quad") == samplers.Sampling("ddpm", 20, "quad")
   assert samplers.Sampling("ddim", 5, eta=1.0).with_overrides("ddpm").eta == 0
+  # Without a skip, each sampler takes its own spacing: the student the one it was distilled at.
+  assert [samplers.Sampling(name, 4).skip for name in ("ddim", "dpm_solver_pp", "student")] == [
+      "uniform", "logsnr", "trailing"]
   for bad, match in [(dict(sampler="euler"), "unknown sampler"), (dict(skip="cosine"),
                      "unknown skip"), (dict(steps=0), "steps"), (dict(eta=-1.0), "eta"),
                      (dict(sampler="ddpm", eta=0.5), "'ddim' only")]:

@@ -324,7 +324,8 @@ class Sampling:
   ``sampler='student'`` is the distilled student of a run (``training.distill``): DDIM with eta 0
   over ``steps`` 'trailing' steps, evaluating the student's UNet (``network``, ``solver``).
 
-  The defaults are the paper's: DDIM, 50 uniform steps, eta 0, strength 1 (the whole chain from
+  The defaults are the paper's: DDIM, 50 uniform steps (a skip of None takes the sampler's own
+  spacing, ``DEFAULT_SKIP``: 'trailing' for the student), eta 0, strength 1 (the whole chain from
   noise; see ``strength_timesteps`` for the fidelity dial), no consistency (``consistency``:
   the range-null-space correction of ``inference.consistency``, applied by the inference entry
   points, which hold the input). ``with_overrides`` applies a
@@ -333,7 +334,7 @@ class Sampling:
 
   sampler: str = "ddim"
   steps: int = 50
-  skip: str = "uniform"
+  skip: str | None = None  # None: the sampler's own (DEFAULT_SKIP), 'uniform' for DDIM
   eta: float = 0.0
   strength: float = 1.0
   consistency: bool = False
@@ -341,6 +342,8 @@ class Sampling:
   def __post_init__(self):
     if self.sampler not in SAMPLER_NAMES:
       raise InputError(f"unknown sampler {self.sampler!r}: choose one of {SAMPLER_NAMES}")
+    if self.skip is None:
+      object.__setattr__(self, "skip", DEFAULT_SKIP[self.sampler])
     if self.skip not in SKIPS:
       raise InputError(f"unknown skip {self.skip!r}: choose one of {tuple(SKIPS)}")
     if (isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer))
@@ -368,7 +371,7 @@ class Sampling:
     sampler = self.sampler if sampler is None else sampler
     same = sampler == self.sampler
     if skip is None:
-      skip = self.skip if same else DEFAULT_SKIP.get(sampler, "uniform")
+      skip = self.skip if same else None
     if eta is None:
       eta = self.eta if same else 0.0
     return Sampling(sampler, int(self.steps if steps is None else steps), skip, float(eta),

@@ -158,7 +158,7 @@ def load_run(workdir: str | os.PathLike, which: str = "best",
     if student is not None:
       params[STUDENT] = student.params
       distill = student.config.distill
-      sampling = Sampling(STUDENT, int(distill.val_steps), "trailing",
+      sampling = Sampling(STUDENT, int(distill.val_steps),
                           consistency=bool(distill.val_consistency))
       student_step = student.step
   else:

@@ -33,7 +33,7 @@ from neurop_jax.models import convert
 from neurop_jax.training import distill
 from neurop_jax.training.config import DISTILL, STAGES
 from neurop_jax.data import build_sources, diffusion_pipeline, operator_pipeline, splits
-from neurop_jax.diffusion.schedule import schedule_from_config
+from neurop_jax.diffusion.schedule import Schedule, schedule_from_config
 from neurop_jax.errors import InputError, MissingInputError
 from neurop_jax.inference.api import UNetDenoiser, draw_keys, sample_image
 from neurop_jax.inference.consistency import input_projection
@@ -139,6 +139,22 @@ def _load_prior(config: ml_collections.ConfigDict, workdir: Path) -> Any:
   return read.params
 
 
+def _validation_sampler(model: NeurOpDiff, noise: Schedule, formulation: Formulation) -> Callable:
+  """``sample(params, lr, rng, out_hw, denoise, sampling) -> (prior, image)``, jitted (the last
+  three static): the prior and one draw of ``lr`` ``(1, h, w, C)`` in [0, 1], what
+  ``super_resolve`` gives a run of these params for the key ``rng``."""
+
+  def sample(params, lr, rng, out_hw, denoise, sampling):
+    prior = compute_prior(model, params, lr, out_hw)
+    project = input_projection(lr * 2 - 1, out_hw) if sampling.consistency else None
+    image = sample_image(denoise, params, prior, draw_keys(rng, None)[0], jnp.float32(0.0), noise,
+                         sampler=sampling.solver, timesteps=sampling.timesteps(noise),
+                         formulation=formulation, strength=sampling.strength, project=project)
+    return to_unit(prior), image
+
+  return jax.jit(sample, static_argnums=(3, 4, 5))
+
+
 def _diffusion_stage(config: ml_collections.ConfigDict, model: NeurOpDiff, sources: dict,
                      mesh: jax.sharding.Mesh, prior_params: Any) -> _Stage:
   cfg = config.diffusion
@@ -167,24 +183,14 @@ def _diffusion_stage(config: ml_collections.ConfigDict, model: NeurOpDiff, sourc
 
   sampling = Sampling(cfg.val_sampler, int(cfg.val_steps), cfg.val_skip,
                       strength=float(cfg.val_strength), consistency=bool(cfg.val_consistency))
-
-  def sample(unet_params, operator_params, lr, rng, out_hw):
-    """The prior and one draw of ``lr`` (1, h, w, C): what ``super_resolve`` gives this stage's
-    run for the key ``rng``."""
-    params = {"params": {"operator": operator_params, "unet": unet_params}}
-    prior = compute_prior(model, params, lr, out_hw)
-    project = input_projection(lr * 2 - 1, out_hw) if sampling.consistency else None
-    image = sample_image(UNetDenoiser(model), params, prior, draw_keys(rng, None)[0],
-                         jnp.float32(0.0), noise, sampler=sampling.sampler,
-                         timesteps=sampling.timesteps(noise), formulation=formulation,
-                         strength=sampling.strength, project=project)
-    return to_unit(prior), image
-
-  sample = jax.jit(sample, static_argnums=4)
+  sample = _validation_sampler(model, noise, formulation)
 
   def outputs_fn(ema, rng):
+    params = {"params": {"operator": prior_params, "unet": ema}}
+
     def outputs(lr, hr, index):
-      prior, x0 = sample(ema, prior_params, lr, jax.random.fold_in(rng, index), hr.shape[1:3])
+      prior, x0 = sample(params, lr, jax.random.fold_in(rng, index), hr.shape[1:3],
+                         UNetDenoiser(model), sampling)
       return {"prior": prior, "": x0}
     return outputs
 
@@ -216,7 +222,7 @@ def _student_stage(config: ml_collections.ConfigDict, model: NeurOpDiff, sources
   teacher_cfg = teacher.config.diffusion
   noise, formulation = schedule_from_config(teacher_cfg), Formulation.from_config(teacher_cfg)
   teacher_sampling = Sampling("ddim", int(cfg.teacher_steps), cfg.teacher_skip)
-  student_sampling = Sampling(STUDENT, int(cfg.val_steps), "trailing",
+  student_sampling = Sampling(STUDENT, int(cfg.val_steps),
                               consistency=bool(cfg.val_consistency))
   prior_params = teacher.prior
   key = jax.random.key(config.seed)
@@ -228,8 +234,9 @@ def _student_stage(config: ml_collections.ConfigDict, model: NeurOpDiff, sources
 
   teacher_params = {"params": {"unet": teacher.params}}
   teacher_fn = jax.jit(lambda prior, x_T: teacher_image(teacher_params, prior, x_T))
-  prior_fn = jax.jit(lambda lr, hr: compute_prior(model, {"params": {"operator": prior_params}},
-                                                  lr, hr.shape[1:3]))
+  frozen_prior = compile_prior(model, mesh)
+  prior_params = jax.device_put(prior_params, replicated(mesh))
+  prior_fn = lambda lr, hr: frozen_prior(prior_params, lr, hr)
   meta = dict(teacher_step=teacher.step, teacher_steps=cfg.teacher_steps,
               teacher_skip=cfg.teacher_skip, count=cfg.pairs, seed=config.seed,
               data_seed=config.data.seed, crop=config.data.crop_size)
@@ -242,18 +249,10 @@ def _student_stage(config: ml_collections.ConfigDict, model: NeurOpDiff, sources
     if jax.process_index() == 0:
       distill.write_pairs(path, pairs, meta)
     logging.info("student: %d teacher pairs written to %s", cfg.pairs, path)
-  tx = make_optimizer(cfg, step_schedule((cfg.learning_rate,), 1))
+  schedule = step_schedule((cfg.learning_rate,), 1)
+  tx = make_optimizer(cfg, schedule)
   stacked = batch_sharding(mesh, stacked=True)
-
-  def sample(params, lr, rng, out_hw, denoise, sampling):
-    prior = compute_prior(model, params, lr, out_hw)
-    project = input_projection(lr * 2 - 1, out_hw) if sampling.consistency else None
-    return to_unit(prior), sample_image(denoise, params, prior, draw_keys(rng, None)[0],
-                                        jnp.float32(0.0), noise, sampler=sampling.solver,
-                                        timesteps=sampling.timesteps(noise),
-                                        formulation=formulation, project=project)
-
-  sample = jax.jit(sample, static_argnums=(3, 4, 5))
+  sample = _validation_sampler(model, noise, formulation)
   teacher_images: dict[int, jax.Array] = {}
 
   def outputs_fn(ema, rng):
@@ -273,7 +272,7 @@ def _student_stage(config: ml_collections.ConfigDict, model: NeurOpDiff, sources
       name=STUDENT, cfg=cfg, num_steps=cfg.num_steps, init_params=lambda rng: teacher.params,
       tx=tx,
       step=functools.partial(distill.distill_step, denoise=UNetDenoiser(model, STUDENT), tx=tx,
-                             schedule=step_schedule((cfg.learning_rate,), 1),
+                             schedule=schedule,
                              ema_decay=cfg.ema_decay, noise=noise, formulation=formulation,
                              steps=tuple(int(n) for n in cfg.steps),
                              teacher_weight=float(cfg.teacher_weight),
@@ -443,27 +442,24 @@ def _train_stages(config: ml_collections.ConfigDict, workdir: Path, sources: dic
   budget = _StepBudget(config.max_steps_per_run)
   key = jax.random.key(config.seed)
   states = {}
-  if config.stage == DISTILL:
-    validator = Validator(sources["val"], config.data, config.distill.val_images,
-                          config.distill.sample_images,
-                          with_lpips=_validation_lpips(config.distill, config.model))
-    stage = _student_stage(config, model, sources, mesh, workdir)
-    states[STUDENT] = _train_stage(stage, config, workdir, mesh, validator,
-                                   jax.random.fold_in(key, len(STAGES)), budget)
-    return states
-  for index, name in enumerate(STAGES):
-    if config.stage not in ("all", name) or budget.left <= 0:
+  # (the key's fold-in index, the config section): the distillation stage is never part of 'all'.
+  order = ([(len(STAGES), DISTILL)] if config.stage == DISTILL else
+           [(index, name) for index, name in enumerate(STAGES) if config.stage in ("all", name)])
+  for index, name in order:
+    if budget.left <= 0:
       continue
     cfg = config[name]
     validator = Validator(sources["val"], config.data, cfg.val_images, cfg.sample_images,
-                          with_lpips=name == "diffusion" and _validation_lpips(cfg, config.model))
+                          with_lpips=name != "operator" and _validation_lpips(cfg, config.model))
     if name == "operator":
       stage = _operator_stage(config, model, sources, mesh)
+    elif name == DISTILL:
+      stage = _student_stage(config, model, sources, mesh, workdir)
     else:
       prior = _stage2_prior(config, workdir) if prior is None else prior
       stage = _diffusion_stage(config, model, sources, mesh, prior)
-    states[name] = _train_stage(stage, config, workdir, mesh, validator,
-                                jax.random.fold_in(key, index), budget)
+    states[stage.name] = _train_stage(stage, config, workdir, mesh, validator,
+                                      jax.random.fold_in(key, index), budget)
   return states
 
 

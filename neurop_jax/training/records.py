@@ -1,8 +1,10 @@
 """Training records of a stage: metrics.jsonl, TensorBoard events and PNG sample grids.
 
 Everything lands in ``<workdir>/<stage>/``: ``metrics.jsonl`` (one JSON object per line, with
-``step``, ``kind`` 'train' or 'val', ``elapsed_s`` since the stage started in this process and the
-values), ``tensorboard/`` (tensorboardX events, no TensorFlow) and ``samples/step_<step>.png``.
+``step``, ``kind`` 'train' or 'val', ``elapsed_s`` (wall) and ``cpu_s`` (this process's CPU time,
+all threads, compilation included: what learning curves compare) since the stage started in this
+process, and the values), ``tensorboard/`` (tensorboardX events, no TensorFlow) and
+``samples/step_<step>.png``.
 Only process 0 writes.
 """
 
@@ -26,7 +28,7 @@ class StageLogger:
   def __init__(self, stage_dir: str | os.PathLike, start_step: int):
     self.dir = Path(stage_dir)
     self.active = jax.process_index() == 0
-    self.start = time.time()
+    self.start, self.cpu_start = time.time(), time.process_time()
     self.writer = None
     if not self.active:
       return
@@ -43,6 +45,7 @@ class StageLogger:
     if not self.active:
       return
     record = {"step": step, "kind": kind, "elapsed_s": round(time.time() - self.start, 2),
+              "cpu_s": round(time.process_time() - self.cpu_start, 2),
               **{k: float(v) for k, v in values.items()}}
     with self.jsonl.open("a") as f:
       f.write(json.dumps(record) + "\n")
