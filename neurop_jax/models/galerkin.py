@@ -30,6 +30,12 @@ class HeadLayerNorm(nn.Module):
     return (scale * (x32 - mean) / (std + self.eps) + shift).astype(x.dtype)
 
 
+def _sum_kv(k: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
+  """``sum_n k_n^T v_n`` per head, ``(B, heads, d, d)`` float32 (accumulated in float32 for any
+  compute dtype, so that tiles' partial sums add up to the untiled sum)."""
+  return jnp.einsum("bnhd,bnhe->bhde", k, v, preferred_element_type=jnp.float32)
+
+
 class GalerkinBlock(nn.Module):
   """One Galerkin attention block over a grid of query points.
 
@@ -75,7 +81,7 @@ class GalerkinBlock(nn.Module):
     _, k, v = self._qkv(x)
     if mask is not None:
       k = k * mask.reshape(k.shape[0], -1, 1, 1).astype(k.dtype)
-    return jnp.einsum("bnhd,bnhe->bhde", k, v)
+    return _sum_kv(k, v)
 
   def attend(self, x: jnp.ndarray, kv_sum: jnp.ndarray, n: int | jnp.ndarray) -> jnp.ndarray:
     """The block's output ``(B, H, W, width)`` at the points ``x`` given the global ``kv_sum``.
@@ -91,5 +97,4 @@ class GalerkinBlock(nn.Module):
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     _, h, w, _ = x.shape
     q, k, v = self._qkv(x)
-    kv = jnp.einsum("bnhd,bnhe->bhde", k, v) / (h * w)
-    return self._output(x, q, kv)
+    return self._output(x, q, (_sum_kv(k, v) / (h * w)).astype(q.dtype))

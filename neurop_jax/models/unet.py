@@ -82,8 +82,11 @@ class SelfAttention(nn.Module):
     norm = _group_norm(self.groups, "norm")(x).astype(self.dtype)
     qkv = nn.Dense(3 * c, use_bias=False, dtype=self.dtype, name="qkv")(norm)
     q, k, v = jnp.split(qkv.reshape(b, h * w, 3 * c), 3, axis=-1)
-    logits = jnp.einsum("bqc,bkc->bqk", q, k) / np.float32(math.sqrt(c))
-    attn = nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+    # The logits are made, scaled and normalised in float32 whatever the compute dtype (rounded to
+    # bf16 they would be off by |logit| / 256). The weighted sum takes the compute dtype: asked for
+    # a float32 result from bf16 operands, XLA:CPU is less exact (experiments/bench_bf16.py).
+    logits = jnp.einsum("bqc,bkc->bqk", q, k, preferred_element_type=jnp.float32)
+    attn = nn.softmax(logits / np.float32(math.sqrt(c)), axis=-1).astype(self.dtype)
     out = jnp.einsum("bqk,bkc->bqc", attn, v).reshape(b, h, w, c)
     return nn.Dense(c, dtype=self.dtype, name="out")(out) + x
 
