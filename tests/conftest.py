@@ -104,6 +104,13 @@ def fixture(request) -> Fixture:
   return load_fixture(request.param)
 
 
+def bfloat16_twin(cfg):
+  """A copy of the model config ``cfg`` that computes in bf16 (parameters stay float32)."""
+  twin = cfg.copy_and_resolve_references()
+  twin.dtype = "bfloat16"
+  return twin
+
+
 def max_abs_diff(a, b) -> float:
   return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 

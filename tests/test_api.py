@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import Fixture, load_fixture, max_abs_diff, nhwc, rel_err
+from conftest import Fixture, bfloat16_twin, load_fixture, max_abs_diff, nhwc, rel_err
 from neurop_jax.inference import api as inference
 from neurop_jax.inference import tiled
 from neurop_jax.diffusion.formulation import Formulation
@@ -194,9 +194,7 @@ def test_prior_only_is_the_operator_clipped_to_unit_range(micro, lr01):
 
 
 def test_bfloat16_model_returns_float32(micro, lr01):
-  cfg = micro.cfg.copy_and_resolve_references()
-  cfg.dtype = "bfloat16"
-  model = make_model(cfg)
+  model = make_model(bfloat16_twin(micro.cfg))
   prior = inference.prior_only(Run(model, micro.params), lr01, out_shape=(20, 24))
   assert prior.dtype == jnp.float32 and prior.shape == (1, 20, 24, 3)
   shape = jax.eval_shape(
@@ -286,10 +284,8 @@ def test_bfloat16_ddim_sample_tracks_float32(micro, lr01, formulation, min_psnr)
   """A 4-step DDIM sample in bf16 against float32 from the same key: the difference's PSNR at
   least 40 dB for the paper's eps/image (its x0 = (x_t - sqrt(1 - a) eps) / sqrt(a) amplifies the
   UNet's rounding at high noise; measured 45 dB), 55 dB for x0/residual (measured 61 dB)."""
-  cfg = micro.cfg.copy_and_resolve_references()
-  cfg.dtype = "bfloat16"
   images = [inference.super_resolve(Run(make_model(c), micro.params, formulation=formulation),
                                     lr01, scale=2, rng=jax.random.key(0), steps=4)
-            for c in (micro.cfg, cfg)]
+            for c in (micro.cfg, bfloat16_twin(micro.cfg))]
   mse = float(jnp.mean((images[1] - images[0]) ** 2))
   assert 0 < mse and -10 * np.log10(mse) >= min_psnr, mse

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import load_fixture
+from conftest import bfloat16_twin, load_fixture
 from neurop_jax.inference.run import paper_schedule
 from neurop_jax.models import make_model
 from neurop_jax.models.coords import query_grid
@@ -151,12 +151,6 @@ def test_python_number_metrics_become_arrays():
   np.testing.assert_allclose(metrics["lr"], [0.1])
 
 
-def _bfloat16_twin(cfg):
-  twin = cfg.copy_and_resolve_references()
-  twin.dtype = "bfloat16"
-  return twin
-
-
 @pytest.mark.parametrize("stage", ["operator", "diffusion"])
 def test_bfloat16_train_step_tracks_float32(stage):
   """One SGD step of each stage with bf16 compute (float32 parameters) against float32, from the
@@ -176,7 +170,7 @@ def test_bfloat16_train_step_tracks_float32(stage):
                                      per_sample_t=False), fx.unet_params["params"]
   batch = {k: jnp.asarray(v, jnp.float32) for k, v in batch.items()}
   results = []
-  for cfg in (fx.cfg, _bfloat16_twin(fx.cfg)):
+  for cfg in (fx.cfg, bfloat16_twin(fx.cfg)):
     run = jax.jit(functools.partial(step, model=make_model(cfg), tx=tx, schedule=schedule,
                                     ema_decay=0.9))
     state, metrics = run(create_train_state(params, tx), batch, jax.random.key(3))

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import load_fixture, max_abs_diff
+from conftest import bfloat16_twin, load_fixture, max_abs_diff
 from neurop_jax.diffusion.formulation import Formulation
 from neurop_jax.diffusion.samplers import Sampling
 from neurop_jax.inference import tiles as tiling
@@ -143,9 +143,7 @@ def test_bfloat16_tiled_operator_equals_untiled():
   """With bf16 compute the Galerkin sums accumulate in float32, so tiles add up to the untiled
   sums: tiled equals untiled bf16 (it differed by 5e-4 when the sums were rounded to bf16)."""
   fx = load_fixture("micro")
-  cfg = fx.cfg.copy_and_resolve_references()
-  cfg.dtype = "bfloat16"
-  run, lr = Run(make_model(cfg), fx.params), _lr()[None]
+  run, lr = Run(make_model(bfloat16_twin(fx.cfg)), fx.params), _lr()[None]
   whole = np.asarray(prior_only(run, lr, out_shape=OUT_HW))
   tiled = prior_only_tiled(run, lr, out_shape=OUT_HW, tile=TILE, progress=False)
   assert max_abs_diff(whole, prior_only(Run(make_model(fx.cfg), fx.params), lr,
