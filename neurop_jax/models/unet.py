@@ -83,8 +83,9 @@ class SelfAttention(nn.Module):
     qkv = nn.Dense(3 * c, use_bias=False, dtype=self.dtype, name="qkv")(norm)
     q, k, v = jnp.split(qkv.reshape(b, h * w, 3 * c), 3, axis=-1)
     # The logits are made, scaled and normalised in float32 whatever the compute dtype (rounded to
-    # bf16 they would be off by |logit| / 256). The weighted sum takes the compute dtype: asked for
-    # a float32 result from bf16 operands, XLA:CPU is less exact (experiments/bench_bf16.py).
+    # bf16 they would be off by up to |logit| / 256). The weighted sum takes the compute dtype:
+    # asked for a float32 result from bf16 operands, XLA:CPU is less exact
+    # (experiments/bench_bf16.py).
     logits = jnp.einsum("bqc,bkc->bqk", q, k, preferred_element_type=jnp.float32)
     attn = nn.softmax(logits / np.float32(math.sqrt(c)), axis=-1).astype(self.dtype)
     out = jnp.einsum("bqk,bkc->bqc", attn, v).reshape(b, h, w, c)
