@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from conftest import max_abs_diff
 from neurop_jax.models import make_model, model_config
@@ -51,3 +52,31 @@ def test_bfloat16_compute_stays_close():
   assert eps_hat.dtype == jnp.float32
   err = max_abs_diff(eps_hat, fx.image("model_out"))
   assert 1e-4 < err < 0.15  # really bf16, and still the same function
+
+
+def test_plain_conv_model_supports_forward_mode_ad_with_the_same_values():
+  """``model.conv = 'plain'``: the same parameters give the same output and gradients as the fast
+  convolutions, and ``jax.jvp`` goes through the whole model (prior and UNet), which the fast
+  convolutions' ``custom_vjp`` refuses; the tangent equals a central finite difference."""
+  from conftest import load_fixture
+  fx = load_fixture("micro")
+  fast = make_model(fx.cfg)
+  plain_cfg = fx.cfg.copy_and_resolve_references()
+  plain_cfg.conv = "plain"
+  plain = make_model(plain_cfg)
+  args = (fx.image("x_t"), jnp.asarray(fx.io["noise_level"][:, 0]), fx.image("lr"),
+          fx.io["coord"], fx.io["cell"])
+  f = lambda m: (lambda lr: m.apply(fx.params, *args[:2], lr, *args[3:]))
+  assert max_abs_diff(f(plain)(args[2]), f(fast)(args[2])) <= 1e-5
+  loss = lambda m: (lambda p: jnp.mean(m.apply(p, *args) ** 2))
+  g_plain, g_fast = jax.grad(loss(plain))(fx.params), jax.grad(loss(fast))(fx.params)
+  assert max(jax.tree.leaves(jax.tree.map(max_abs_diff, g_plain, g_fast))) <= 1e-5
+
+  tangent = jnp.asarray(np.random.default_rng(0).standard_normal(args[2].shape, np.float32))
+  out, jvp = jax.jit(lambda lr, t: jax.jvp(f(plain), (lr,), (t,)))(args[2], tangent)
+  step = 1e-2
+  diff = (f(plain)(args[2] + step * tangent) - f(plain)(args[2] - step * tangent)) / (2 * step)
+  assert float(jnp.max(jnp.abs(jvp))) > 1e-2
+  assert max_abs_diff(jvp, diff) <= 2e-2 * float(jnp.max(jnp.abs(diff)))
+  with pytest.raises(TypeError, match="custom_vjp"):
+    jax.jvp(f(fast), (args[2],), (tangent,))

@@ -26,13 +26,17 @@ def model_config(preset: str = "paper") -> ml_collections.ConfigDict:
   pad_mode}`` (pad_mode 'reflect' or 'edge', for sizes not divisible by 2**(levels-1)), and
   ``channels``, the bands of the images (3: RGB, the paper; 4 for RGB + near-infrared, ...: the
   operator's input and output and the UNet's output, its input being twice that), and
-  ``dtype``, the compute dtype ('float32' or 'bfloat16'; parameters stay float32).
+  ``dtype``, the compute dtype ('float32' or 'bfloat16'; parameters stay float32), and ``conv``,
+  the convolutions: 'fast' (``models.conv``'s, with gradients fast on XLA:CPU; reverse-mode AD
+  only) or 'plain' (flax's ``nn.Conv``, so that ``jax.jvp`` works through the model; same
+  parameters and values).
   """
   if preset not in PRESETS:
     raise ValueError(f"unknown model preset {preset!r}: choose one of {PRESETS}")
   cfg = ml_collections.ConfigDict()
   cfg.channels = 3
   cfg.dtype = "float32"
+  cfg.conv = "fast"
   cfg.operator = ml_collections.ConfigDict(dict(
       encoder="edsr-baseline", encoder_blocks=0, encoder_features=0, width=256, heads=16, blocks=2,
       head_hidden=256))

@@ -41,13 +41,18 @@ convolution: smaller ones gain nothing and compile more slowly.
 
 Arrays are NHWC (``x`` ``(B, H, W, C_in)``, any values) with HWIO kernels; other layouts, dilations
 and grouped convolutions go to ``lax.conv_general_dilated`` unchanged.
+
+A ``jax.custom_vjp`` has no forward-mode derivative, so ``jax.jvp`` (and ``jax.jacfwd``) cannot go
+through ``Conv``. ``conv_layers('plain')`` gives flax's own ``nn.Conv`` and a plain nearest-upsampled
+``nn.Conv`` instead (same parameters and values): the models take it from the model config's
+``conv = 'plain'``.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -304,3 +309,24 @@ Conv.__doc__ = "``nn.Conv`` computing with ``conv2d`` (same parameters, value an
 UpsampleConv = functools.partial(nn.Conv, conv_general_dilated_cls=UpsampledConvGeneralDilated)
 UpsampleConv.__doc__ = ("``nn.Conv`` of its input ``(B, H, W, C)`` upsampled to ``(B, 2H, 2W, C)`` by "
                         "nearest neighbour (same parameters as ``nn.Conv``), by ``upsample_conv2d``.")
+
+
+class _LaxUpsampledConvGeneralDilated:
+  """``lax.conv_general_dilated`` of ``lhs`` upsampled 2x by nearest neighbour, as JAX derives it."""
+
+  def __call__(self, lhs: jax.Array, rhs: jax.Array, *args: Any, **kwargs: Any) -> jax.Array:
+    return lax.conv_general_dilated(_nearest_2x(lhs), rhs, *args, **kwargs)
+
+
+CONV_KINDS = ("fast", "plain")
+
+
+def conv_layers(kind: str = "fast") -> tuple[Callable[..., nn.Conv], Callable[..., nn.Conv]]:
+  """The models' ``(Conv, UpsampleConv)``: 'fast', this module's (fast CPU gradients, reverse-mode
+  AD only), or 'plain', flax's ``nn.Conv`` and JAX's own derivatives (``jax.jvp`` works)."""
+  if kind == "fast":
+    return Conv, UpsampleConv
+  if kind == "plain":
+    return nn.Conv, functools.partial(nn.Conv,
+                                      conv_general_dilated_cls=_LaxUpsampledConvGeneralDilated)
+  raise ValueError(f"unknown conv {kind!r}: choose one of {CONV_KINDS}")

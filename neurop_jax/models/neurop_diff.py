@@ -45,7 +45,7 @@ def make_operator(cfg: ml_collections.ConfigDict, dtype: jnp.dtype = jnp.float32
   return NeuralOperator(encoder=o.encoder, encoder_blocks=o.encoder_blocks,
                         encoder_features=o.encoder_features, width=o.width, heads=o.heads,
                         blocks=o.blocks, head_hidden=o.head_hidden,
-                        channels=cfg.get("channels", 3), dtype=dtype)
+                        channels=cfg.get("channels", 3), dtype=dtype, conv=cfg.get("conv", "fast"))
 
 
 def make_unet(cfg: ml_collections.ConfigDict, dtype: jnp.dtype = jnp.float32) -> UNet:
@@ -54,7 +54,7 @@ def make_unet(cfg: ml_collections.ConfigDict, dtype: jnp.dtype = jnp.float32) ->
   return UNet(inner_channel=u.inner_channel, channel_mults=tuple(u.channel_mults),
               res_blocks=u.res_blocks, attn_res=tuple(u.attn_res), norm_groups=u.norm_groups,
               dropout=u.dropout, image_size=u.image_size, out_channels=cfg.get("channels", 3),
-              pad_mode=u.pad_mode, dtype=dtype)
+              pad_mode=u.pad_mode, dtype=dtype, conv=cfg.get("conv", "fast"))
 
 
 def make_model(cfg: ml_collections.ConfigDict) -> NeurOpDiff:

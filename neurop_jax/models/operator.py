@@ -122,10 +122,12 @@ class NeuralOperator(nn.Module):
   head_hidden: int = 256
   channels: int = 3
   dtype: jnp.dtype = jnp.float32
+  conv: str = "fast"
 
   def setup(self):
     self.encoder_net = make_encoder(self.encoder, num_blocks=self.encoder_blocks,
-                                    features=self.encoder_features, dtype=self.dtype)
+                                    features=self.encoder_features, dtype=self.dtype,
+                                    conv=self.conv)
     self.lift = nn.Dense(self.width, dtype=self.dtype)
     self.galerkin = [GalerkinBlock(self.width, self.heads, self.dtype) for _ in range(self.blocks)]
     self.fc1 = nn.Dense(self.head_hidden, dtype=self.dtype)

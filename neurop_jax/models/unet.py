@@ -5,6 +5,7 @@ Input ``(B, H, W, in_channels)`` (the noisy image and the prior, concatenated) a
 the input is padded at the bottom and right to a multiple of ``2**(len(channel_mults) - 1)`` and the
 output cropped back (the original crashes on sizes not divisible by 32). Attention sits at the levels
 where an ``image_size`` input would have a side in ``attn_res``, whatever the actual input size.
+``conv`` picks the convolutions (``conv.conv_layers``): 'fast', or 'plain' for ``jax.jvp``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from neurop_jax.models.conv import Conv, UpsampleConv
+from neurop_jax.models.conv import conv_layers
 
 
 def noise_level_encoding(noise_level: jnp.ndarray, dim: int) -> jnp.ndarray:
@@ -38,13 +39,14 @@ class Block(nn.Module):
   groups: int
   dropout: float = 0.0
   dtype: jnp.dtype = jnp.float32
+  conv: str = "fast"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     h = nn.swish(_group_norm(self.groups, "norm")(x)).astype(self.dtype)
     if self.dropout:
       h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    return Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+    return conv_layers(self.conv)[0](self.features, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
                 name="conv")(h)
 
 
@@ -56,14 +58,16 @@ class ResnetBlock(nn.Module):
   dropout: float = 0.0
   with_attn: bool = False
   dtype: jnp.dtype = jnp.float32
+  conv: str = "fast"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, emb: jnp.ndarray, train: bool) -> jnp.ndarray:
-    h = Block(self.features, self.groups, dtype=self.dtype, name="block1")(x, train)
+    h = Block(self.features, self.groups, dtype=self.dtype, conv=self.conv, name="block1")(x, train)
     h = h + nn.Dense(self.features, dtype=self.dtype, name="noise_func")(emb)[:, None, None, :]
-    h = Block(self.features, self.groups, self.dropout, self.dtype, name="block2")(h, train)
+    h = Block(self.features, self.groups, self.dropout, self.dtype, self.conv, name="block2")(
+        h, train)
     if x.shape[-1] != self.features:
-      x = Conv(self.features, (1, 1), dtype=self.dtype, name="res_conv")(x)
+      x = conv_layers(self.conv)[0](self.features, (1, 1), dtype=self.dtype, name="res_conv")(x)
     h = h + x
     if self.with_attn:
       h = SelfAttention(self.groups, self.dtype, name="attn")(h)
@@ -105,6 +109,7 @@ class UNet(nn.Module):
   out_channels: int = 3
   pad_mode: str = "reflect"
   dtype: jnp.dtype = jnp.float32
+  conv: str = "fast"
 
   def _attn_at(self, level: int) -> bool:
     return (self.image_size // 2**level) in self.attn_res
@@ -118,14 +123,15 @@ class UNet(nn.Module):
       mode = self.pad_mode if pad_h < height and pad_w < width else "edge"
       x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode=mode)
 
+    conv, upsample_conv = conv_layers(self.conv)
     ch = self.inner_channel
     emb = noise_level_encoding(noise_level, ch)
     emb = nn.Dense(ch * 4, dtype=self.dtype, name="noise_level_mlp_1")(emb)
     emb = nn.Dense(ch, dtype=self.dtype, name="noise_level_mlp_3")(nn.swish(emb))
     resnet = lambda feats, attn, name: ResnetBlock(feats, self.norm_groups, self.dropout, attn,
-                                                   self.dtype, name=name)
+                                                   self.dtype, self.conv, name=name)
 
-    h = Conv(ch, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+    h = conv(ch, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
              name="downs_0")(x.astype(self.dtype))
     skips, index = [h], 1
     last = len(self.channel_mults) - 1
@@ -135,7 +141,7 @@ class UNet(nn.Module):
         skips.append(h)
         index += 1
       if level != last:
-        h = Conv(h.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
+        h = conv(h.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
                  dtype=self.dtype, name=f"downs_{index}")(h)
         skips.append(h)
         index += 1
@@ -151,9 +157,10 @@ class UNet(nn.Module):
             h, emb, train)
         index += 1
       if level != 0:
-        h = UpsampleConv(h.shape[-1], (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+        h = upsample_conv(h.shape[-1], (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
                          name=f"ups_{index}")(h)
         index += 1
 
-    out = Block(self.out_channels, self.norm_groups, dtype=self.dtype, name="final_conv")(h, train)
+    out = Block(self.out_channels, self.norm_groups, dtype=self.dtype, conv=self.conv,
+                name="final_conv")(h, train)
     return out[:, :height, :width].astype(jnp.float32)

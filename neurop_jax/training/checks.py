@@ -26,6 +26,7 @@ from neurop_jax.evaluation import lpips
 from neurop_jax.io import rasters, values
 from neurop_jax.io.atomic import check_writable_dir
 from neurop_jax.io.checkpoints import WHICH
+from neurop_jax.models.conv import CONV_KINDS
 from neurop_jax.training.config import DISTILL, STAGES
 
 SOURCES = ("sample", "folder", "tfds")
@@ -228,6 +229,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _integer(config, "seed", 0)
   _integer(config, "max_steps_per_run", 0)
   _integer(config, "model.channels", 1)
+  _choice(config, "model.dtype", ("float32", "bfloat16"))
+  _choice(config, "model.conv", CONV_KINDS)
   _check_data_fields(config)
   stages = _stages(config)
   for name in stages:
