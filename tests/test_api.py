@@ -140,15 +140,37 @@ def test_other_samplers_run_end_to_end(micro, lr01, sampler):
   assert max_abs_diff(first, run(1)) > 1e-3
 
 
+def _sampler_temp_bytes(run: Run, lr: jax.Array, samples: int, group: int) -> int:
+  """XLA's temporary memory for ``samples`` draws of ``lr`` at x4, ``group`` at a time."""
+  compiled = inference._super_resolve.lower(
+      run.model, run.params, lr, jax.random.key(0), jnp.float32(0), run.schedule,
+      out_shape=(4 * lr.shape[1], 4 * lr.shape[2]), sampler="ddim", timesteps=(999, 499),
+      formulation=Formulation(), strength=1.0, consistency=False, samples=samples,
+      group=group).compile()
+  return compiled.memory_analysis().temp_size_in_bytes
+
+
+def test_sample_memory_is_bounded_whatever_k(micro):
+  """Draws run ``SAMPLE_GROUP`` at a time: 16 draws hold no more than 1.3 times the temporary
+  memory of 4, where all 16 at once (``group=16``, the vmap of before) hold about 4 times."""
+  run = Run(make_model(micro.cfg), micro.params)
+  lr = jnp.zeros((1, 24, 24, 3), jnp.float32)
+  group = inference.SAMPLE_GROUP
+  four, sixteen = (_sampler_temp_bytes(run, lr, k, group) for k in (4, 16))
+  assert sixteen <= 1.3 * four, (sixteen, four)
+  assert _sampler_temp_bytes(run, lr, 16, 16) >= 2.5 * four
+
+
 @pytest.mark.slow  # compiles K-sample programs: about 10 s
 def test_samples_give_the_mean_and_spread_of_the_draws(micro, lr01):
   run = Run(make_model(micro.cfg), micro.params)
   rng = jax.random.key(3)
   options = dict(scale=4, sampler="ddim", steps=3, eta=1.0)
-  mean, std = inference.super_resolve(run, lr01, rng=rng, samples=3, **options)
+  samples = inference.SAMPLE_GROUP + 2  # one full group and a smaller last one
+  mean, std = inference.super_resolve(run, lr01, rng=rng, samples=samples, **options)
   assert mean.shape == std.shape == (1, 32, 32, 3)
-  draws = [inference.super_resolve(run, lr01, rng=key, **options)
-           for key in jax.random.split(rng, 3)]  # draw d is the call with rng=split(rng, 3)[d]
+  draws = [inference.super_resolve(run, lr01, rng=key, **options)  # draw d: rng=split(rng, K)[d]
+           for key in jax.random.split(rng, samples)]
   np.testing.assert_allclose(mean, np.mean(draws, axis=0), atol=1e-4)  # batched vs single convs
   np.testing.assert_allclose(std, np.std(draws, axis=0), atol=1e-4)
   assert float(std.mean()) > 1e-3

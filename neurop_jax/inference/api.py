@@ -30,7 +30,8 @@ Sampling follows the paper: x_T ~ N(0, 1) of the HR shape from ``fold_in(rng, 0)
 own randomness from ``fold_in(rng, 1)``; the final [-1, 1] sample is clipped and mapped to [0, 1].
 Image b of a batch draws from ``image_key(rng, b) = fold_in(rng, b)``; ``samples=K`` draws K samples
 in one program, draw d as the call with ``rng=split(rng, K)[d]`` would (``draw_keys``), and returns
-their per-pixel mean and standard deviation.
+their per-pixel mean and standard deviation. The draws run ``SAMPLE_GROUP`` at a time
+(``map_draws``), so the activations held are a group's whatever K is.
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ a machine's memory, not the model, decides whether a call survives. Larger outpu
 ``neurop_jax.inference.tiled.super_resolve_tiled`` (or ``python -m neurop_jax.upsample``), whose
 memory
 depends on the tile, not the scene."""
+
+SAMPLE_GROUP = 4
+"""Draws of one image computed together (vmapped) in the K-sample loop: its activations, the
+largest part of a sample's memory, grow with the group, not with K."""
 
 Resolver = Callable[[dict, jax.Array, jax.Array], jax.Array]
 
@@ -265,14 +270,15 @@ def sample_image(denoise: DenoiseFn, params: Any, prior: jax.Array, rng: jax.Arr
 
 @functools.partial(jax.jit, static_argnames=("model", "out_shape", "sampler", "timesteps",
                                              "formulation", "strength", "consistency",
-                                             "samples", "network"))
+                                             "samples", "network", "group"))
 def _super_resolve(model: NeurOpDiff, params: dict, lr: jax.Array, rng: jax.Array,
                    eta: jax.Array, schedule: Schedule, *, out_shape: tuple[int, int],
                    sampler: str, timesteps: tuple[int, ...], formulation: Formulation,
                    strength: float, consistency: bool, samples: int | None,
-                   network: str = "unet") -> jax.Array:
+                   network: str = "unet", group: int = SAMPLE_GROUP) -> jax.Array:
   """The pure, jitted body of ``super_resolve``: ``lr`` (B, h, w, C) [0, 1] -> draws (B, K, H, W,
-  C) in [0, 1] (K = 1 when ``samples`` is None), with the keys ``draw_keys(rng, samples, b)``."""
+  C) in [0, 1] (K = 1 when ``samples`` is None), with the keys ``draw_keys(rng, samples, b)``,
+  ``group`` draws at a time (``map_draws``)."""
   def image(lr_b, index):
     prior = compute_prior(model, params, lr_b[None], out_shape)
     project = input_projection(lr_b[None] * 2 - 1, out_shape) if consistency else None
@@ -281,8 +287,16 @@ def _super_resolve(model: NeurOpDiff, params: dict, lr: jax.Array, rng: jax.Arra
                                     sampler=sampler, timesteps=timesteps,
                                     formulation=formulation, strength=strength,
                                     project=project)[0]
-    return jax.vmap(draw)(draw_keys(rng, samples, index))
+    return map_draws(draw, draw_keys(rng, samples, index), group)
   return jax.vmap(image)(lr, jnp.arange(lr.shape[0]))
+
+
+def map_draws(draw: Callable[[jax.Array], jax.Array], keys: jax.Array,
+              group: int = SAMPLE_GROUP) -> jax.Array:
+  """``draw(key)`` for each of ``keys`` ``(K,)``, stacked ``(K, ...)``: ``lax.map`` over groups of
+  ``group`` keys (the last one smaller), each group vmapped, so that the activations held are
+  ``group`` draws', not K's; equal to ``vmap(draw)(keys)``."""
+  return jax.lax.map(draw, keys, batch_size=min(group, keys.shape[0]))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "out_shape", "consistency"))

@@ -43,7 +43,7 @@ from neurop_jax.inference import tiles
 from neurop_jax.inference.consistency import projection, window_count, window_system
 from neurop_jax.inference.api import (DenoiseFn, UNetDenoiser, check_array, check_images,
                                       check_key, check_layout, check_samples, draw_keys,
-                                      output_size, sample_image)
+                                      map_draws, output_size, sample_image)
 from neurop_jax.inference.run import Run
 from neurop_jax.io.images import to_uint8
 from neurop_jax.models import NeuralOperator, from_unit, to_unit
@@ -195,14 +195,15 @@ def _sample_tile(denoise: DenoiseFn, params: Any, prior: jax.Array, origin: jax.
                  system: tuple[jax.Array, ...] | None, *, sampler: str,
                  timesteps: tuple[int, ...], formulation: Formulation,
                  strength: float) -> jax.Array:
-  """``api.sample_image`` on the tile at ``origin``, once per key of ``rngs`` ``(K,)`` (vmapped):
+  """``api.sample_image`` on the tile at ``origin``, once per key of ``rngs`` ``(K,)``
+  (``api.map_draws``, ``SAMPLE_GROUP`` at a time):
   ``prior`` ``(th, tw, C)`` [-1, 1] -> ``(K, th, tw, C)`` in [0, 1]. ``system``: the tile's
   consistency constraint ``(lr, a, a_pinv, b, b_pinv)`` (``_tile_system``), or None."""
   project = None if system is None else projection(*system)
   draw = lambda rng: sample_image(denoise, params, prior[None], rng, eta, schedule,
                                   sampler=sampler, timesteps=timesteps, formulation=formulation,
                                   strength=strength, project=project, origin=origin)[0]
-  return jax.vmap(draw)(rngs)
+  return map_draws(draw, rngs)
 
 
 def _tile_system(lr: Any, out_hw: tuple[int, int], origin: tuple[int, int],
@@ -231,7 +232,7 @@ def sample_strips(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple
   the prior; the results are blended with ``tiles.blend_weights`` (sum one). A strip is yielded
   once no later tile row reaches it, so only about two tile rows of the output are held:
   ``strip`` is float32 ``(K, rows, W, C)`` in [0, 1], one draw per key of ``keys`` made in one
-  program (vmapped); the strips cover the output rows in order.
+  program (``api.map_draws``); the strips cover the output rows in order.
 
   Args:
     denoise: ``(params, x_t (1, h, w, C), g (1,), prior (1, h, w, C)) -> output`` (what
