@@ -31,7 +31,8 @@ def _state(step: int, value: float) -> TrainState:
 def _random_state(step: int) -> TrainState:
   """A state of 64x64 random weights: its array chunks are the largest files of a step."""
   params = {"w": jax.random.normal(jax.random.key(step), (64, 64))}
-  return TrainState(step=jnp.asarray(step, jnp.int32), params=params, ema_params=params,
+  return TrainState(step=jnp.asarray(step, jnp.int32), params=params,
+                    ema_params=jax.tree.map(jnp.copy, params),
                     opt_state=optax.adam(1e-3).init(params))
 
 
@@ -73,6 +74,21 @@ def test_keeps_latest_and_best_and_restores_exactly(tmp_path):
   assert next(iterator) == 4  # the data position saved with step 4
   with pytest.raises(ValueError, match="best"):
     checkpoints.chosen_step(manager, "first")
+
+
+def test_a_save_keeps_its_state_when_the_next_step_donates_the_buffers(tmp_path):
+  """Saves are asynchronous: ``save`` returns before the files are written, and the next train
+  step donates (frees) the state's buffers; the step written is the state given to ``save``."""
+  manager = checkpoints.stage_manager(tmp_path)
+  state = _random_state(3)
+  expected = jax.tree.map(lambda x: np.array(x, copy=True), state)  # no view of the buffers
+  checkpoints.save(manager, 3, state, _iterator(3), base_config("micro"))
+  jax.jit(lambda s: jax.tree.map(lambda x: x * 2, s), donate_argnums=0)(state)
+  assert state.params["w"].is_deleted()
+  manager.close()  # waits for the write
+  restored = checkpoints.restore_training(checkpoints.stage_manager(tmp_path, read_only=True), 3,
+                                          _random_state(0), _iterator(0))
+  jax.tree.map(np.testing.assert_array_equal, restored, expected)
 
 
 def test_best_by_lowest_lpips_even_where_another_step_has_the_highest_psnr(tmp_path):

@@ -76,7 +76,13 @@ def stage_manager(directory: str | os.PathLike, keep: int = 2, read_only: bool =
 
   ``best_metric`` names a validation metric saved with the steps ('psnr', 'lpips', ...) and
   ``best_mode`` whether its 'max' or its 'min' is best; '' keeps the latest steps only, and
-  ``best_step()`` is then the latest. Saves are synchronous.
+  ``best_step()`` is then the latest.
+
+  Saves are asynchronous: ``save`` returns once the arrays are copied to host memory (so the
+  next train step may donate or overwrite them) and the files are written by Orbax's background
+  threads, to a temporary folder renamed when complete. The next ``save`` waits for the previous
+  one, and so do ``wait_until_finished()`` and ``close()``, which training calls before a stage
+  ends (also on an error) and so before exit.
   """
   if best_mode not in BEST_MODES:
     raise InputError(f"best_mode must be one of {BEST_MODES}, got {best_mode!r}")
@@ -91,16 +97,17 @@ def stage_manager(directory: str | os.PathLike, keep: int = 2, read_only: bool =
   options = ocp.CheckpointManagerOptions(
       best_fn=best, best_mode=best_mode, read_only=read_only, create=not read_only,
       preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
-      save_interval_steps=0 if read_only else 1, enable_async_checkpointing=False)
+      save_interval_steps=0 if read_only else 1, enable_async_checkpointing=not read_only)
   return ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, iterator: grain.DatasetIterator,
          config: ml_collections.ConfigDict, metrics: dict[str, float] | None = None,
          prior: Any = None) -> None:
-  """Writes step ``step``: the train state, the data iterator's position, the config (and prior).
+  """Starts writing step ``step``: the train state, the data iterator's position, the config (and
+  prior), asynchronously (see ``stage_manager``).
 
-  The iterator state is one JSON file per process (grain's Orbax handler).
+  The iterator state is one JSON file per process (grain's Orbax handler), taken when called.
   """
   items = dict(state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(iterator),
                config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())))

@@ -389,8 +389,7 @@ def _train_stage(stage: _Stage, config: ml_collections.ConfigDict, workdir: Path
   finally:
     bar.close()
     logger.close()
-  manager.wait_until_finished()
-  manager.close()
+    manager.close()  # waits for the save in flight
   return state
 
 
