@@ -11,6 +11,7 @@ marked slow.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.util
 import os
 import pathlib
@@ -34,6 +35,7 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              " --xla_backend_optimization_level=0").strip()
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -109,6 +111,24 @@ def bfloat16_twin(cfg):
   twin = cfg.copy_and_resolve_references()
   twin.dtype = "bfloat16"
   return twin
+
+
+_LOWERINGS: list[str] = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, _secs, **_: _LOWERINGS.append(event)
+    if event == "/jax/core/compile/jaxpr_to_mlir_module_duration" else None)
+
+
+@contextlib.contextmanager
+def no_transfers_or_compiles():
+  """Runs the block under ``jax.transfer_guard('disallow')``, where an implicit copy between host
+  and device raises (``jax.device_put`` and ``jax.device_get`` are explicit and pass), and fails
+  the test if the block lowers a new program: a jit cache miss, whether XLA then compiles it or
+  finds it in the persistent compilation cache."""
+  before = len(_LOWERINGS)
+  with jax.transfer_guard("disallow"):
+    yield
+  assert len(_LOWERINGS) == before, f"{len(_LOWERINGS) - before} new programs compiled"
 
 
 def max_abs_diff(a, b) -> float:

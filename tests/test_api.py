@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import Fixture, bfloat16_twin, load_fixture, max_abs_diff, nhwc, rel_err
+from conftest import (Fixture, bfloat16_twin, load_fixture, max_abs_diff, nhwc,
+                      no_transfers_or_compiles, rel_err)
 from neurop_jax.inference import api as inference
 from neurop_jax.inference import tiled
 from neurop_jax.diffusion.formulation import Formulation
@@ -311,3 +312,36 @@ def test_bfloat16_ddim_sample_tracks_float32(micro, lr01, formulation, min_psnr)
             for c in (micro.cfg, bfloat16_twin(micro.cfg))]
   mse = float(jnp.mean((images[1] - images[0]) ** 2))
   assert 0 < mse and -10 * np.log10(mse) >= min_psnr, mse
+
+
+TRANSFER_CASES = {  # name -> call(run, lr, rng): each warmed up, then run again under the guard
+    "make_super_resolver": lambda run, lr, rng: inference.make_super_resolver(
+        run, lr_shape=lr.shape, scale=4, sampler="ddim", steps=2),
+    "super_resolve": lambda run, lr, rng: functools.partial(
+        inference.super_resolve, run, lr, scale=4, rng=rng, sampler="ddim", steps=2, eta=0.5),
+    "super_resolve_samples": lambda run, lr, rng: functools.partial(
+        inference.super_resolve, run, lr, scale=4, rng=rng, sampler="ddim", steps=2, samples=5),
+    "prior_only": lambda run, lr, rng: functools.partial(inference.prior_only, run, lr, scale=4),
+}
+
+
+@pytest.mark.parametrize("case", TRANSFER_CASES)
+def test_no_hidden_transfers_or_compiles_after_a_warm_up(case, micro):
+  """With the parameters and the image on the device, a second call copies nothing implicitly
+  between host and device and compiles nothing, and gives the first call's result (the resolver
+  over several images of one shape; ``super_resolve`` with a new key)."""
+  run = Run(make_model(micro.cfg), jax.device_put(micro.params))
+  images = jax.device_put(list(np.random.default_rng(0).uniform(size=(3, 1, 8, 8, 3)).astype(
+      np.float32)))  # a list: indexing a device array with a Python int copies the index over
+  rng, other = jax.random.key(1), jax.random.key(2)
+  if case == "make_super_resolver":
+    resolver = TRANSFER_CASES[case](run, images[0], rng)
+    first = resolver(run.params, images[0], rng)
+    with no_transfers_or_compiles():
+      again = [resolver(run.params, lr, rng) for lr in images]
+  else:
+    first = TRANSFER_CASES[case](run, images[0], rng)()
+    with no_transfers_or_compiles():
+      again = [TRANSFER_CASES[case](run, images[0], rng)(),
+               TRANSFER_CASES[case](run, images[1], other)()]
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(again[0]), jax.device_get(first))

@@ -7,13 +7,17 @@ import json
 import math
 import shutil
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import load_config
+from conftest import load_config, load_fixture, no_transfers_or_compiles
 from neurop_jax.evaluation import evaluate
 from neurop_jax.data import sample_data_path
+from neurop_jax.inference.api import draw_keys
+from neurop_jax.inference.run import Run
+from neurop_jax.models import make_model
 
 SCALES = (2.5, 9.0)
 
@@ -131,3 +135,24 @@ def test_config_without_evaluate_block_uses_the_defaults():
   settings = evaluate.evaluate_settings(config)
   assert settings.scales == (2.0, 3.1, 4.0, 5.8, 7.0, 8.0, 9.0, 10.0)
   assert tuple(settings.methods) == evaluate.METHODS
+
+
+def test_evaluating_images_of_one_size_copies_explicitly_and_compiles_once():
+  """``evaluate_image`` over several images of one size, after a warm-up: the inputs go to the
+  device and the metrics come back explicitly, nothing else crosses, nothing compiles; the
+  numbers are those of the same call outside the guard."""
+  fx = load_fixture("micro")
+  run = Run(make_model(fx.cfg), jax.device_put(fx.params))
+  hrs = np.random.default_rng(0).uniform(size=(3, 1, 32, 32, 3)).astype(np.float32)
+  lrs = hrs[:, :, ::4, ::4]
+  sampling = run.sampling_for(sampler="ddim", steps=2)
+  key = jax.random.key(0)
+  rngs = [draw_keys(key, None, index)[0] for index in range(3)]
+  call = lambda i: evaluate.evaluate_image(run, lrs[i], hrs[i], 4.0, rngs[i],
+                                           methods=["bicubic", "operator", "diffusion"],
+                                           sampling=sampling, with_lpips=True)[1]
+  first = call(0)
+  with no_transfers_or_compiles():
+    again = [call(i) for i in range(3)]
+  assert again[0] == first
+  assert {"psnr_paper", "ssim_rs", "lpips"} <= set(first["diffusion"])

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import bfloat16_twin, load_fixture, max_abs_diff
+from conftest import bfloat16_twin, load_fixture, max_abs_diff, no_transfers_or_compiles
 from neurop_jax.diffusion.formulation import Formulation
 from neurop_jax.diffusion.samplers import Sampling
 from neurop_jax.inference import tiles as tiling
@@ -149,3 +149,23 @@ def test_bfloat16_tiled_operator_equals_untiled():
   assert max_abs_diff(whole, prior_only(Run(make_model(fx.cfg), fx.params), lr,
                                         out_shape=OUT_HW)) > 1e-5  # really bf16
   assert max_abs_diff(tiled, whole) < 2e-6
+
+
+@pytest.mark.parametrize("diffusion", [False, True], ids=["prior", "diffusion"])
+def test_tiles_copy_explicitly_and_compile_once(diffusion):
+  """After a warm-up call, the tiled path over 9 tiles (3 x 3 of 32, 8x8 -> 64x64) copies only
+  explicitly (each tile's inputs to the device, its result back) and compiles nothing, with
+  consistency and K samples too, and gives the warm-up's result."""
+  fx = load_fixture("micro")
+  run = Run(make_model(fx.cfg), jax.device_put(fx.params))
+  lr, rng = _lr((8, 8))[None], jax.random.key(0)
+  if diffusion:
+    call = lambda: super_resolve_tiled(run, lr, scale=8, rng=rng, sampler="ddim",
+                                       steps=2, eta=0.5, samples=2, consistency=True, tile=32,
+                                       overlap=8, progress=False)
+  else:
+    call = lambda: prior_only_tiled(run, lr, scale=8, tile=32, progress=False)
+  first = call()
+  with no_transfers_or_compiles():
+    again = call()
+  jax.tree.map(np.testing.assert_array_equal, again, first)

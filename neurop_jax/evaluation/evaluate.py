@@ -47,11 +47,11 @@ from tqdm.auto import tqdm
 
 from neurop_jax.data import build_sources, eval_batches
 from neurop_jax.data.sources import Subset, evenly_spaced
-from neurop_jax.diffusion.samplers import SAMPLER_NAMES, SKIPS
+from neurop_jax.diffusion.samplers import SAMPLER_NAMES, SKIPS, Sampling
 from neurop_jax.errors import InputError
 from neurop_jax.evaluation.config import METHODS, default_evaluate_config
 from neurop_jax.evaluation.metrics import PROTOCOLS, bicubic, measure
-from neurop_jax.inference.api import prior_only, super_resolve
+from neurop_jax.inference.api import draw_keys, prior_only, super_resolve
 from neurop_jax.inference.run import Run, load_run
 from neurop_jax.io.atomic import atomic_path, write_text
 from neurop_jax.io.images import image_grid, write_image
@@ -201,6 +201,31 @@ def _means(per_image: dict[str, dict[str, list[float]]], scale: float) -> list[d
           for method, values in per_image.items()]
 
 
+def evaluate_image(run: Run, lr: np.ndarray, hr: np.ndarray, scale: float, rng: jax.Array, *,
+                   methods: list[str], sampling: Sampling,
+                   with_lpips: bool) -> tuple[dict[str, jax.Array], dict[str, dict[str, float]]]:
+  """The outputs of each method on one image and their metrics.
+
+  ``lr`` ``(1, h, w, C)`` and ``hr`` ``(1, H, W, C)`` NumPy in [0, 1]; ``methods`` among 'bicubic',
+  'operator', 'diffusion' (drawn with ``rng`` and ``sampling``). Returns ``(outputs, metrics)``:
+  ``{method: (1, H, W, C)}`` float32 device arrays in [0, 1], and ``{method: {metric: value}}``
+  (``measure`` under every protocol). The copies are explicit: ``lr``, ``hr`` and the bicubic
+  image to the device, the metrics (scalars) back; nothing else crosses (tested under
+  ``jax.transfer_guard('disallow')``).
+  """
+  hr_hw = hr.shape[1:3]
+  hr_device, bicubic_device = jax.device_put((hr, bicubic(lr, hr_hw)))
+  outputs = {"bicubic": bicubic_device}
+  if "operator" in methods:
+    outputs["operator"] = prior_only(run, lr, out_shape=hr_hw)
+  if "diffusion" in methods:
+    outputs["diffusion"] = super_resolve(run, lr, out_shape=hr_hw, rng=rng,
+                                         **dataclasses.asdict(sampling))
+  metrics = {method: measure(outputs[method], hr_device, scale, tuple(PROTOCOLS), with_lpips)
+             for method in methods}
+  return outputs, metrics
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
              run: Run | None = None) -> dict[str, Any]:
   """Evaluates the run in ``workdir`` with ``config.evaluate``; writes ``<workdir>/eval/``.
@@ -249,22 +274,16 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     per_image = {m: {} for m in methods}
     rows = []
     for index, batch in enumerate(eval_batches(source, config.data, scale, batch_size=1)):
-      lr, hr = batch["lr"], batch["hr"]
-      hr_hw = hr.shape[1:3]
-      outputs = {"bicubic": bicubic(lr, hr_hw)}
-      if "operator" in methods:
-        outputs["operator"] = prior_only(run, lr, out_shape=hr_hw)
-      if "diffusion" in methods:
-        outputs["diffusion"] = super_resolve(
-            run, lr, out_shape=hr_hw, rng=jax.random.fold_in(key, index),
-            **dataclasses.asdict(sampling))
-      outputs = {k: np.asarray(v, np.float32) for k, v in outputs.items()}
+      hr = batch["hr"]
+      outputs, metrics = evaluate_image(run, batch["lr"], hr, scale, draw_keys(key, None, index)[0],
+                                        methods=methods, sampling=sampling,
+                                        with_lpips=settings.lpips)
       for method in methods:
-        for name, value in measure(outputs[method], hr, scale, tuple(PROTOCOLS),
-                                   settings.lpips).items():
+        for name, value in metrics[method].items():
           per_image[method].setdefault(name, []).append(value)
       if index < settings.crop_images:
-        row = [outputs["bicubic"]] + [outputs[m] for m in ("operator", "diffusion") if m in methods]
+        row = jax.device_get([outputs["bicubic"]] + [outputs[m] for m in ("operator", "diffusion")
+                                                     if m in methods])
         rows.append([centre_crop(im[0], settings.crop_size) for im in row + [hr]])
       if scale_index == 0:
         names.append(str(batch["name"][0]))

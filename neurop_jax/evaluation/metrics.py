@@ -202,16 +202,18 @@ def compute_metrics(
   return out
 
 
-def measure(sr: np.ndarray, hr: np.ndarray, scale: float, protocols: tuple[str, ...] = ("paper",),
-            with_lpips: bool = False) -> dict[str, float]:
+def measure(sr: jax.Array | np.ndarray, hr: jax.Array | np.ndarray, scale: float,
+            protocols: tuple[str, ...] = ("paper",), with_lpips: bool = False) -> dict[str, float]:
   """The metrics of one image pair ``(1, H, W, 3)`` in [0, 1], as Python floats.
 
   ``{'psnr_<protocol>', 'ssim_<protocol>'}`` for each of ``protocols`` and, if asked, ``'lpips'``
-  (RGB, whole image: measured with the 'paper' protocol, which crops nothing).
+  (RGB, whole image: measured with the 'paper' protocol, which crops nothing). Computed where
+  the arrays are (device arrays stay there); the scalars are copied back explicitly.
   """
   values = {}
   for name in dict.fromkeys(protocols + (("paper",) if with_lpips else ())):
-    m = compute_metrics(sr, hr, name, scale, with_lpips=with_lpips and name == "paper")
+    m = jax.device_get(compute_metrics(sr, hr, name, scale,
+                                       with_lpips=with_lpips and name == "paper"))
     if name in protocols:
       values[f"psnr_{name}"] = float(m["psnr"][0])
       values[f"ssim_{name}"] = float(m["ssim"][0])

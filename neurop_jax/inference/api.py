@@ -173,6 +173,15 @@ def check_images(lr: jax.Array | np.ndarray, channels: int = 3) -> None:
                      "by 255, map [-1, 1] images with (x + 1) / 2")
 
 
+def on_device(lr: jax.Array | np.ndarray) -> jax.Array:
+  """``lr`` as a float32 JAX array: a NumPy array is copied to the default device explicitly
+  (``jax.device_put``, allowed under ``jax.transfer_guard('disallow')``); a JAX array or a tracer
+  is cast where it is."""
+  if isinstance(lr, np.ndarray):
+    return jax.device_put(lr.astype(np.float32, copy=False))
+  return jnp.asarray(lr, jnp.float32)
+
+
 def check_key(rng: Any) -> None:
   """Raise TypeError unless ``rng`` is a PRNG key (an array: typed, or raw uint32; not None)."""
   if not isinstance(rng, (jax.Array, np.ndarray)):
@@ -323,6 +332,8 @@ def draw_keys(rng: jax.Array, samples: int | None, index: int | jax.Array = 0) -
   the same call with ``rng=split(rng, samples)[d]``.
   """
   rng = _typed_key(rng)
+  if isinstance(index, (int, np.integer)):
+    index = jax.device_put(np.uint32(index))  # an explicit copy, when called outside jit
   keys = rng[None] if samples is None else jax.random.split(rng, samples)
   return jax.vmap(lambda key: image_key(key, index))(keys)
 
@@ -335,7 +346,7 @@ def _diffusion_options(run: Run, sampler: str | None, steps: int | None, skip: s
   return dict(static=dict(sampler=sampling.solver, timesteps=sampling.timesteps(run.schedule),
                           formulation=run.formulation, strength=float(sampling.strength),
                           consistency=bool(sampling.consistency), network=sampling.network),
-              eta=jnp.float32(sampling.eta))
+              eta=jax.device_put(np.float32(sampling.eta)))
 
 
 def super_resolve(run: Run, lr: jax.Array, *, scale: float | None = None,
@@ -388,11 +399,17 @@ def super_resolve(run: Run, lr: jax.Array, *, scale: float | None = None,
   options = _diffusion_options(run, sampler, steps, skip, eta, strength, consistency)
   params = run.params if params is None else params
   check_samples(samples)
-  draws = _super_resolve(run.model, params, jnp.asarray(lr, jnp.float32), _typed_key(rng),
+  draws = _super_resolve(run.model, params, on_device(lr), _typed_key(rng),
                          options["eta"], run.schedule, out_shape=out_shape, samples=samples,
                          **options["static"])
   if samples is None:
     return draws[:, 0]
+  return _moments(draws)
+
+
+@jax.jit
+def _moments(draws: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The per-pixel mean and standard deviation (ddof 0) of ``draws`` ``(B, K, H, W, C)``."""
   return draws.mean(axis=1), draws.std(axis=1)
 
 
@@ -407,7 +424,7 @@ def prior_only(run: Run, lr: jax.Array, *, scale: float | None = None,
   check_images(lr, run.channels)
   out_shape = untiled_output_size(lr.shape, scale=scale, out_shape=out_shape)
   params = run.params if params is None else params
-  return _prior_only(run.model, params, jnp.asarray(lr, jnp.float32), out_shape=out_shape,
+  return _prior_only(run.model, params, on_device(lr), out_shape=out_shape,
                      consistency=bool(consistency))
 
 
@@ -444,7 +461,7 @@ def make_super_resolver(run: Run, *, lr_shape: Sequence[int], scale: float | Non
       raise ValueError(f"lr has shape {tuple(lr.shape)} but this resolver was made for {lr_shape}: "
                        "make another resolver (or call super_resolve) for other shapes")
     check_images(lr, run.channels)
-    return _super_resolve(run.model, params, jnp.asarray(lr, jnp.float32), _typed_key(rng),
+    return _super_resolve(run.model, params, on_device(lr), _typed_key(rng),
                           options["eta"], run.schedule, out_shape=hr_shape, samples=None,
                           **options["static"])[:, 0]
 

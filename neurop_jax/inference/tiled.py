@@ -46,7 +46,7 @@ from neurop_jax.inference.api import (DenoiseFn, UNetDenoiser, check_array, chec
                                       map_draws, output_size, sample_image)
 from neurop_jax.inference.run import Run
 from neurop_jax.io.images import to_uint8
-from neurop_jax.models import NeuralOperator, from_unit, to_unit
+from neurop_jax.models import NeuralOperator, to_unit
 from neurop_jax.models.coords import axis_centres, make_cell
 from neurop_jax.models.edsr import make_encoder
 
@@ -101,6 +101,9 @@ def _tile_pass(operator: NeuralOperator, params: dict, lr_win: jax.Array, lr_ori
   return op.apply(params, lr_win, x, coord, **window, method=op.project)[0]
 
 
+_to_unit = jax.jit(to_unit)
+
+
 class TiledOperator:
   """The neural operator on one image, evaluated tile by tile with the exact global attention.
 
@@ -139,14 +142,15 @@ class TiledOperator:
       first.append(tiles.lr_window_start(origin[axis], *args))
       sizes.append(tiles.lr_window_size(*args))
     window = self.lr[first[0]:first[0] + sizes[0], first[1]:first[1] + sizes[1]]
-    return from_unit(np.asarray(window, np.float32)[None]), np.asarray(first, np.int32)
+    return np.asarray(window, np.float32)[None] * 2 - 1, np.asarray(first, np.int32)
 
   def _run(self, stage: int, origin: tuple[int, int], shape: tuple[int, int],
            mask: np.ndarray | None, kvs: tuple[jax.Array, ...]) -> jax.Array:
     lr_win, lr_origin = self._lr_window(origin, shape)
     mask = np.ones((1, *shape), np.float32) if mask is None else mask
-    return _tile_pass(self.operator, self.params, lr_win, lr_origin, np.asarray(origin, np.int32),
-                      mask, kvs, stage=stage, shape=shape, lr_hw=self.lr_hw, out_hw=self.out_hw)
+    inputs = jax.device_put((lr_win, lr_origin, np.asarray(origin, np.int32), mask))
+    return _tile_pass(self.operator, self.params, *inputs, kvs, stage=stage, shape=shape,
+                      lr_hw=self.lr_hw, out_hw=self.out_hw)
 
   def _tiles(self, desc: str):
     """``(origin, (y0, y1), (x0, x1))`` of every tile with its owned ranges, with a progress bar."""
@@ -168,8 +172,9 @@ class TiledOperator:
       for (oy, ox), (y0, y1), (x0, x1) in self._tiles(desc):
         mask = np.zeros((1, *shape), np.float32)
         mask[0, y0 - oy:y1 - oy, x0 - ox:x1 - ox] = 1
-        total = total + np.asarray(self._run(stage, (oy, ox), shape, mask, kvs), np.float64)
-      kvs = kvs + (jnp.asarray(total, jnp.float32),)
+        total = total + jax.device_get(self._run(stage, (oy, ox), shape, mask, kvs)).astype(
+            np.float64)
+      kvs = kvs + (jax.device_put(np.float32(total)),)
     return kvs
 
   def render(self, origin: tuple[int, int], shape: tuple[int, int],
@@ -184,7 +189,7 @@ class TiledOperator:
     kvs = self.kv_sums()
     shape = (self.rows.tile, self.cols.tile)
     for (oy, ox), (y0, y1), (x0, x1) in self._tiles("operator tiles"):
-      tile = np.asarray(to_unit(self.render((oy, ox), shape, kvs)))
+      tile = jax.device_get(_to_unit(self.render((oy, ox), shape, kvs)))
       yield (y0, x0), tile[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
 
 
@@ -258,6 +263,7 @@ def sample_strips(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple
   shape = (rows.tile, cols.tile)
   row_w, col_w = tiles.blend_weights(rows, overlap), tiles.blend_weights(cols, overlap)
   timesteps = sampling.timesteps(schedule)
+  eta = np.float32(sampling.eta)
   bar = tqdm(total=len(rows) * len(cols), desc="diffusion tiles", disable=not progress,
              leave=False)
   done, strip = 0, None
@@ -265,10 +271,11 @@ def sample_strips(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple
     for j, left in enumerate(cols.starts):
       origin = (top, left)
       system = _tile_system(lr, out_hw, origin, shape) if sampling.consistency else None
-      result = np.asarray(_sample_tile(
-          denoise, params, prior(origin, shape), np.asarray(origin, np.int32), keys, schedule,
-          jnp.float32(sampling.eta), system, sampler=sampling.solver, timesteps=timesteps,
-          formulation=formulation, strength=float(sampling.strength)))
+      inputs = jax.device_put((np.asarray(origin, np.int32), eta, system))
+      result = jax.device_get(_sample_tile(
+          denoise, params, prior(origin, shape), inputs[0], keys, schedule, *inputs[1:],
+          sampler=sampling.solver, timesteps=timesteps, formulation=formulation,
+          strength=float(sampling.strength)))
       if strip is None:
         strip = np.zeros((result.shape[0], 0, out_hw[1], result.shape[-1]), np.float32)
       if strip.shape[1] < top + shape[0] - done:
