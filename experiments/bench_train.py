@@ -162,13 +162,14 @@ def bench_stage(stage: str, batch: int, steps: int, warmup: int, dtype: str,
   rng = jax.random.key(0)
   start = time.perf_counter()
   first = make_batch()
-  run = compile_steps(step, mesh).lower(state, first, rng).compile()
+  count = np.int32(jax.tree.leaves(first)[0].shape[0])  # every stacked step trains
+  run = compile_steps(step, mesh).lower(state, first, rng, count).compile()
   compile_s = time.perf_counter() - start
   print(f"  {stage}: compiled in {compile_s:.1f} s", flush=True)
   walls, cpus = [], []
   for i in range(warmup + steps):
     wall, cpu = time.perf_counter(), time.process_time()
-    state, metrics = run(state, make_batch(), rng)
+    state, metrics = run(state, make_batch(), rng, count)
     jax.block_until_ready((state, metrics))
     print(f"  {stage} step {i + 1}/{warmup + steps}: {time.perf_counter() - wall:.2f} s",
           flush=True)

@@ -119,6 +119,11 @@ jax.monitoring.register_event_duration_secs_listener(
     if event == "/jax/core/compile/jaxpr_to_mlir_module_duration" else None)
 
 
+def lowerings() -> int:
+  """Programs lowered so far in this process (jit cache misses)."""
+  return len(_LOWERINGS)
+
+
 @contextlib.contextmanager
 def no_transfers_or_compiles():
   """Runs the block under ``jax.transfer_guard('disallow')``, where an implicit copy between host

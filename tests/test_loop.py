@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import TRAINED_STEPS, load_config, trained_config
+from conftest import TRAINED_STEPS, load_config, lowerings, trained_config
 from neurop_jax.data import read_image
 from neurop_jax.inference.run import load_run
 from neurop_jax.io import checkpoints
@@ -125,6 +125,27 @@ def test_stopped_killed_and_resumed_equals_uninterrupted(trained_workdir, tmp_pa
   assert "diffusion: 100%" in result.stderr
   assert "orbax" not in result.stderr and "atomicity.py" not in result.stderr
   _assert_same_as(tmp_path, trained_workdir)
+
+
+@pytest.mark.slow  # four short stage-1 runs: about 40 s
+def test_a_short_last_chunk_runs_in_the_same_program(tmp_path):
+  """``steps_per_call = 2``: a stage of 3 steps (chunks of 2 and 1) lowers no more programs than
+  one of 4 (2 and 2), and ends where ``steps_per_call = 1`` ends (the discarded step changes
+  nothing)."""
+  def run(name, steps, per_call):
+    config = trained_config()
+    config.stage = "operator"
+    config.operator.update(num_steps=steps, steps_per_call=per_call)
+    before = lowerings()
+    train.train_and_evaluate(config, tmp_path / name)
+    return lowerings() - before, load_run(tmp_path / name, which="latest").params
+
+  run("warm-up", 4, 2)  # compiles what every run shares (validation, metrics)
+  three, params = run("three", 3, 2)
+  four, _ = run("four", 4, 2)
+  assert three == four
+  _, single = run("single", 3, 1)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), params, single)
 
 
 def test_stage_two_alone_needs_a_prior(tmp_path):

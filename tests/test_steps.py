@@ -46,17 +46,33 @@ def test_steps_per_call_equal_single_steps():
 
   state = _toy_state()
   first = state.params["w"]
-  three, metrics = run(state, to_device({"x": x}, stacked), rng)
+  three, metrics = run(state, to_device({"x": x}, stacked), rng, np.int32(3))
   assert first.is_deleted() == (jax.default_backend() != "cpu")  # donated on accelerators
   state = _toy_state()
   for n in range(3):
-    state, single = run(state, to_device({"x": x[n:n + 1]}, stacked), rng)
+    state, single = run(state, to_device({"x": x[n:n + 1]}, stacked), rng, np.int32(1))
     np.testing.assert_allclose(single["loss"], metrics["loss"][n:n + 1], rtol=1e-6)
   np.testing.assert_allclose(state.params["w"], three.params["w"], rtol=1e-6)
   np.testing.assert_allclose(state.ema_params["w"], three.ema_params["w"], rtol=1e-6)
   assert int(three.step) == 3
   draws = [jax.random.uniform(jax.random.fold_in(rng, n)) for n in range(3)]
   np.testing.assert_array_equal(metrics["draw"], draws)
+
+
+def test_a_count_below_k_trains_on_the_first_batches_only():
+  """``count`` = 2 of 3 stacked batches: the state equals two steps' exactly (the third step is
+  computed and discarded), in the program of 3 steps."""
+  mesh = data_mesh()
+  run = compile_steps(_toy_step, mesh)
+  stacked = batch_sharding(mesh, stacked=True)
+  x = np.random.default_rng(1).standard_normal((3, 2, 4, 3)).astype(np.float32)
+  rng = jax.random.key(7)
+  two, _ = run(_toy_state(), to_device({"x": x}, stacked), rng, np.int32(2))
+  reference, _ = run(_toy_state(), to_device({"x": x[:2]}, stacked), rng, np.int32(2))
+  assert int(two.step) == 2
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(two), jax.device_get(reference))
+  three, _ = run(_toy_state(), to_device({"x": x}, stacked), rng, np.int32(3))
+  assert not np.array_equal(three.params["w"], two.params["w"])
 
 
 _TWO_DEVICES = r"""
@@ -108,7 +124,7 @@ for name, (params, step, batch) in stages.items():
     state = jax.jit(lambda p: create_train_state(p, tx), out_shardings=replicated(mesh))(params)
     arrays = to_device({k: np.asarray(v, np.float32) for k, v in batch.items()},
                        batch_sharding(mesh, stacked=True))
-    state, metrics = compile_steps(step, mesh)(state, arrays, jax.random.key(3))
+    state, metrics = compile_steps(step, mesh)(state, arrays, jax.random.key(3), np.int32(1))
     results.append((jax.device_get((state.params, state.ema_params)), jax.device_get(metrics),
                     len(arrays[next(iter(arrays))].sharding.device_set)))
   (one, one_m, one_n), (two, two_m, two_n) = results
@@ -146,7 +162,7 @@ def test_python_number_metrics_become_arrays():
   mesh = data_mesh()
   x = np.ones((1, 2, 4, 3), np.float32)
   _, metrics = compile_steps(step, mesh)(_toy_state(), to_device({"x": x}, batch_sharding(
-      mesh, stacked=True)), jax.random.key(0))
+      mesh, stacked=True)), jax.random.key(0), np.int32(1))
   assert metrics["lr"].shape == (1,)
   np.testing.assert_allclose(metrics["lr"], [0.1])
 

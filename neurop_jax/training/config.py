@@ -72,7 +72,9 @@ def base_config(preset: str = "paper", stage: str = "all") -> ml_collections.Con
     grad_clip: clip gradients to this global norm (0: no clipping, as the original; it reads a
       key that does not exist).
     adam_b1, adam_b2, adam_eps: Adam's constants (PyTorch's defaults, as the original).
-    steps_per_call: training steps per compiled call (a ``lax.scan`` over stacked batches).
+    steps_per_call: training steps per compiled call (a ``lax.scan`` over stacked batches); a
+      shorter last chunk (the stage's end, ``max_steps_per_run``) runs in the same program, its
+      missing steps computed on a repeated batch and discarded.
     log_every, eval_every, checkpoint_every: in steps; every validation also checkpoints with its
       metrics, and the last step does both.
     keep: latest checkpoints kept, besides the best.

@@ -353,23 +353,29 @@ def _train_stage(stage: _Stage, config: ml_collections.ConfigDict, workdir: Path
 
   logger = StageLogger(workdir / stage.name, step)
   run = compile_steps(stage.step, mesh)
+  # Every call runs ``chunk`` steps, so one program serves the whole stage: a shorter last chunk
+  # repeats its last batch, and those steps are discarded (``count``).
+  chunk = int(min(cfg.steps_per_call, stage.num_steps))
   train_rng, val_rng = jax.random.fold_in(key, 1), jax.random.fold_in(key, 2)
-  pending: list[dict[str, jax.Array]] = []
+  pending: list[tuple[dict[str, jax.Array], int]] = []
   since = (step, time.time(), 0.0)  # last logged step, its time, seconds spent off training
   bar = tqdm(total=stage.num_steps, initial=step, desc=stage.name, unit="step",
              disable=jax.process_index() != 0, dynamic_ncols=True)
   try:  # close the bar first, so that an error is the last line on the console
     while step < stage.num_steps and budget.left > 0:
-      k = int(min(cfg.steps_per_call, stage.num_steps - step, budget.left))
-      state, metrics = run(state, stage.device_batch([next(stage.iterator) for _ in range(k)]),
-                           train_rng)
+      k = int(min(chunk, stage.num_steps - step, budget.left))
+      batches = [next(stage.iterator) for _ in range(k)]
+      state, metrics = run(state, stage.device_batch(batches + batches[-1:] * (chunk - k)),
+                           train_rng, jax.device_put(np.int32(k), rep))
       previous, step = step, step + k
       budget.take(k)
-      pending.append(metrics)
+      pending.append((metrics, k))
       bar.update(k)
       if _due(step, previous, cfg.log_every) or step == stage.num_steps or budget.left <= 0:
-        values = {name: float(np.mean(np.concatenate([np.asarray(m[name]) for m in pending])))
-                  for name in pending[0]}
+        fetched = jax.device_get([metrics for metrics, _ in pending])
+        values = {name: float(np.mean(np.concatenate([m[name][:n] for m, (_, n) in
+                                                      zip(fetched, pending)])))
+                  for name in fetched[0]}
         values["steps_per_s"] = (step - since[0]) / max(time.time() - since[1] - since[2], 1e-9)
         logger.scalars(step, "train", values)
         bar.set_postfix(loss=f"{values['loss']:.4f}")

@@ -3,8 +3,9 @@
 A step is ``step(state, batch, rng) -> (state, metrics)`` with images NHWC float32 in [0, 1] (mapped
 to [-1, 1] here, before the network). ``compile_steps`` turns a step into one jitted call that runs
 ``k`` steps with ``lax.scan`` over a stacked batch ``(k, B, ...)``, the rng of step ``n`` being
-``fold_in(rng, n)``; the batch is sharded over the 'data' axis of a mesh of all devices, the state
-is replicated and donated (on accelerators).
+``fold_in(rng, n)``, of which the first ``count`` change the state (so that a shorter last chunk
+runs in the same program); the batch is sharded over the 'data' axis of a mesh of all devices,
+the state is replicated and donated (on accelerators).
 """
 
 from __future__ import annotations
@@ -125,27 +126,36 @@ def diffusion_step(state: TrainState, batch: Batch, rng: jax.Array, *, model: Ne
   return apply_gradients(state, grads, tx, ema_decay), metrics
 
 
-def scan_steps(step: StepFn, state: TrainState, batches: Batch,
-               rng: jax.Array) -> tuple[TrainState, Metrics]:
+def scan_steps(step: StepFn, state: TrainState, batches: Batch, rng: jax.Array,
+               count: jax.Array | None = None) -> tuple[TrainState, Metrics]:
   """``k`` steps over ``batches`` stacked ``(k, B, ...)``; step n gets ``fold_in(rng, n)``.
 
-  Returns the final state and the metrics of every step, each ``(k,)``; one step runs without a
-  loop. (XLA:CPU, jax 0.10, leaves the convolutions of JAX's convolution gradients in a loop body
-  in their transposed form and runs them about 10 times slower there: ``models.conv`` computes
+  ``count`` (an int32 scalar, None: ``k``): only the first ``count`` steps update the state; the
+  others are computed and discarded (their metrics are not meaningful), so that a chunk of fewer
+  steps (the end of a stage or of ``max_steps_per_run``) runs in the program of ``k``. Returns the
+  final state and the metrics of every step, each ``(k,)``; one step runs without a loop.
+  (XLA:CPU, jax 0.10, leaves the convolutions of JAX's convolution gradients in a loop body in
+  their transposed form and runs them about 10 times slower there: ``models.conv`` computes
   those gradients in forms that do not need that rewrite.)
   """
-  def body(state, batch):
-    return step(state, batch, jax.random.fold_in(rng, state.step))
+  def body(state, inputs):
+    batch, index = inputs
+    new, metrics = step(state, batch, jax.random.fold_in(rng, state.step))
+    if count is not None:
+      new = jax.tree.map(lambda n, o: jnp.where(index < count, n, o), new, state)
+    return new, metrics
 
-  if jax.tree.leaves(batches)[0].shape[0] == 1:
-    state, metrics = body(state, jax.tree.map(lambda x: x[0], batches))
+  k = jax.tree.leaves(batches)[0].shape[0]
+  if k == 1:
+    state, metrics = body(state, (jax.tree.map(lambda x: x[0], batches), 0))
     return state, jax.tree.map(lambda m: jnp.asarray(m)[None], metrics)
-  return jax.lax.scan(body, state, batches)
+  return jax.lax.scan(body, state, (batches, jnp.arange(k)))
 
 
-def compile_steps(step: StepFn, mesh: Mesh) -> Callable[[TrainState, Batch, jax.Array],
+def compile_steps(step: StepFn, mesh: Mesh) -> Callable[[TrainState, Batch, jax.Array, jax.Array],
                                                          tuple[TrainState, Metrics]]:
-  """``scan_steps`` of ``step`` jitted on ``mesh``: batch sharded on 'data', state replicated.
+  """``scan_steps`` of ``step`` jitted on ``mesh``: ``(state, batches, rng, count)``, the batch
+  sharded on 'data', the state, rng and ``count`` (int32) replicated.
 
   The state is donated (updated in place) on accelerators, not on CPU, where host memory is not
   the limit.
@@ -153,7 +163,7 @@ def compile_steps(step: StepFn, mesh: Mesh) -> Callable[[TrainState, Batch, jax.
   rep = replicated(mesh)
   donate = () if mesh.devices.flat[0].platform == "cpu" else (0,)
   return jax.jit(functools.partial(scan_steps, step),
-                 in_shardings=(rep, batch_sharding(mesh, stacked=True), rep),
+                 in_shardings=(rep, batch_sharding(mesh, stacked=True), rep, rep),
                  out_shardings=(rep, rep), donate_argnums=donate)
 
 
