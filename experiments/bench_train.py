@@ -25,7 +25,9 @@ after each stage (stages run in the order operator, diffusion, so the second pea
 experiments/results/bench_train.json, with the original's numbers on this machine as reference, the
 ratios to them and to the previous JSON (same stage, batch and dtype), the XLA flags in force and
 ``input_to_step_ratio`` = (input batches/s of bench_input.json) / (train steps/s): above 1 the
-input pipeline keeps up with training on one core of its own.
+input pipeline keeps up with training on one core of its own. ``xla_flops_per_step`` is XLA's
+count for the train program (stage 2: the UNet's passes, not the prior's), ``tflop_per_s`` that
+over the median step (``experiments/gpu_summary.py`` turns it into a share of the device's peak).
 """
 
 from __future__ import annotations
@@ -165,6 +167,7 @@ def bench_stage(stage: str, batch: int, steps: int, warmup: int, dtype: str,
   count = np.int32(jax.tree.leaves(first)[0].shape[0])  # every stacked step trains
   run = compile_steps(step, mesh).lower(state, first, rng, count).compile()
   compile_s = time.perf_counter() - start
+  flops = float((run.cost_analysis() or {}).get("flops", 0.0))  # one step: no scan at k = 1
   print(f"  {stage}: compiled in {compile_s:.1f} s", flush=True)
   walls, cpus = [], []
   for i in range(warmup + steps):
@@ -186,6 +189,7 @@ def bench_stage(stage: str, batch: int, steps: int, warmup: int, dtype: str,
       "s_per_step_min": round(min(walls), 4), "s_per_step_max": round(max(walls), 4),
       "cpu_s_per_step": round(statistics.median(cpus), 4),
       "images_per_s": round(batch / median, 3),
+      "xla_flops_per_step": flops, "tflop_per_s": round(flops / median / 1e12, 4),
       "final_loss": float(np.asarray(metrics["loss"])[-1]),
       "peak_rss_gib": round(peak_rss_gib(), 3), "device_memory_gib": device_memory(),
   }
