@@ -114,3 +114,18 @@ def test_bad_image_stops_the_pipeline_or_is_skipped(tmp_path):
     batches = _take(operator_pipeline(lenient, _config()), 3)
   assert batches[-1]["lr"].shape == (4, 8, 8, 3)
   assert lenient.bad_images == ["c1/img3.png"]
+
+
+def test_stage_two_batches_from_grain_workers_are_valid_and_repeat(tmp_path):
+  """``workers=2``: the degradation runs in grain's worker processes (started from plain Python,
+  where absl's flags are not parsed); the batches have the stage's shapes and ranges and repeat
+  exactly for the same worker count. (The count is part of the data order: grain gives each
+  worker its own slice of the stream, so workers=2 draws other batches than workers=0.)"""
+  source = _source(tmp_path)
+  first = _take(diffusion_pipeline(source, _config(workers=2)), 3)
+  _assert_same(_take(diffusion_pipeline(source, _config(workers=2)), 3), first)
+  for batch in first:
+    assert batch["hr"].shape == (4, 32, 32, 3)
+    side = batch["lr"].shape[1]
+    assert batch["lr"].shape == (4, side, side, 3) and side in lr_sides(32, 4.0, 6)
+    assert 0.0 <= batch["lr"].min() and batch["lr"].max() <= 1.0

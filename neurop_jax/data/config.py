@@ -52,9 +52,11 @@ def default_data_config() -> ml_collections.ConfigDict:
     eval_batch_size: images per evaluation batch (1: image sizes differ).
   Reading:
     seed: seed of shuffling and of every random transform.
-    workers: grain worker processes (0: in this process; batches are deterministic for a fixed
-      number of workers, but differ between worker counts; above 0 grain needs absl flags
-      parsed, as under absl.app.run).
+    workers: grain worker processes, where stage 2's degradation runs too (0: in this
+      process, the default: on a 2-core CPU 2 workers gave 137 stage-2 images/s of the paper's
+      batch against 155 in process, experiments/bench_input.py; a GPU host needs about 8, see
+      bench_input's projection). Batches are deterministic for a fixed number of workers but
+      differ between worker counts, so a resumed run must keep the count.
     read_threads: grain threads reading elements in each process.
     prefetch: elements each process reads ahead.
   """

@@ -20,6 +20,7 @@ from typing import Any
 
 import grain
 import ml_collections
+from absl import flags
 import numpy as np
 
 from neurop_jax.data import degrade, transforms
@@ -31,6 +32,8 @@ def _read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:
 
 def _maybe_workers(ds: grain.IterDataset, config: ml_collections.ConfigDict) -> grain.IterDataset:
   if config.workers > 0:
+    if not flags.FLAGS.is_parsed():  # grain's workers read its absl flags (their defaults here)
+      flags.FLAGS.mark_as_parsed()
     return ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.workers))
   return ds
 
