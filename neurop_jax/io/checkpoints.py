@@ -81,8 +81,9 @@ def stage_manager(directory: str | os.PathLike, keep: int = 2, read_only: bool =
   Saves are asynchronous: ``save`` returns once the arrays are copied to host memory (so the
   next train step may donate or overwrite them) and the files are written by Orbax's background
   threads, to a temporary folder renamed when complete. The next ``save`` waits for the previous
-  one, and so do ``wait_until_finished()`` and ``close()``, which training calls before a stage
-  ends (also on an error) and so before exit.
+  one, and so do ``wait_until_finished()`` and ``close()``, which training calls before each
+  record it logs (so the logs never run ahead of a checkpoint being written) and before a
+  stage ends (also on an error), and so before exit.
   """
   if best_mode not in BEST_MODES:
     raise InputError(f"best_mode must be one of {BEST_MODES}, got {best_mode!r}")

@@ -372,6 +372,9 @@ def _train_stage(stage: _Stage, config: ml_collections.ConfigDict, workdir: Path
       pending.append((metrics, k))
       bar.update(k)
       if _due(step, previous, cfg.log_every) or step == stage.num_steps or budget.left <= 0:
+        # A record is written once the saves before it are whole, so the logs never run ahead of
+        # a checkpoint still being written: a save overlaps the steps up to the next record.
+        manager.wait_until_finished()
         fetched = jax.device_get([metrics for metrics, _ in pending])
         values = {name: float(np.mean(np.concatenate([m[name][:n] for m, (_, n) in
                                                       zip(fetched, pending)])))
@@ -385,6 +388,7 @@ def _train_stage(stage: _Stage, config: ml_collections.ConfigDict, workdir: Path
         jax.block_until_ready(state)
         off_start, val_metrics = time.time(), None
         if val_due:
+          manager.wait_until_finished()  # as before a train record
           val_metrics, grid = validator(stage.outputs_fn(state.ema_params, val_rng))
           logger.scalars(step, "val", val_metrics)
           logger.image(step, grid)
