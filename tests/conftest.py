@@ -159,9 +159,12 @@ TRAINED_STEPS = 3
 
 def trained_config(arg: str = "test"):
   """``configs/quickstart.py:<arg>`` with ``TRAINED_STEPS`` steps per stage: ``trained_workdir``'s
-  config (``--config.operator.num_steps=3 --config.diffusion.num_steps=3`` on the command line)."""
+  config (``--config.operator.num_steps=3 --config.diffusion.num_steps=3`` on the command line),
+  its training steps under ``jax.transfer_guard('disallow')`` (``config.transfer_guard``): every
+  in-process training of the suite fails on an implicit host-device copy in its step loop."""
   config = load_config("quickstart", arg)
   config.operator.num_steps = config.diffusion.num_steps = TRAINED_STEPS
+  config.transfer_guard = "disallow"
   return config
 
 

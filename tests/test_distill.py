@@ -84,8 +84,11 @@ def test_a_perfectly_distilled_gaussian_teacher_is_reproduced_at_1_2_and_4_steps
 
 
 def _distill_config(num_steps=3):
+  """The distillation stage of the quickstart's test config, its steps under
+  ``jax.transfer_guard('disallow')`` as ``conftest.trained_config``'s."""
   config = load_config("quickstart", "test,distill")
   config.distill.num_steps = num_steps
+  config.transfer_guard = "disallow"
   return config
 
 

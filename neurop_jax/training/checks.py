@@ -228,6 +228,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _choice(config, "stage", ("all",) + STAGES + (DISTILL,))
   _integer(config, "seed", 0)
   _integer(config, "max_steps_per_run", 0)
+  _choice(config, "transfer_guard", ("allow", "log", "disallow"))
   _integer(config, "model.channels", 1)
   _choice(config, "model.dtype", ("float32", "bfloat16"))
   _choice(config, "model.conv", CONV_KINDS)

@@ -64,6 +64,10 @@ def base_config(preset: str = "paper", stage: str = "all") -> ml_collections.Con
       Open MPI, Kubernetes, Cloud TPU) and the JAX_COORDINATOR_ADDRESS variable.
     max_steps_per_run: stop after this many training steps in one process (0: no limit); the
       same command continues from the checkpoint written at the stop (time-sliced jobs, tests).
+    transfer_guard: ``jax.transfer_guard`` level of the training steps ('allow'; 'log' or
+      'disallow' to find implicit copies between host and device, which cost most on
+      accelerators): the steps, their input and their train records run under it; the
+      validations and checkpoints, which copy by design, do not.
     model: ``neurop_jax.models.model_config`` fields.
     data: ``neurop_jax.data.default_data_config`` fields (batch sizes are there).
   Both stages (``operator`` and ``diffusion``):
@@ -131,6 +135,7 @@ def base_config(preset: str = "paper", stage: str = "all") -> ml_collections.Con
   config.num_processes = 0
   config.process_id = -1
   config.max_steps_per_run = 0
+  config.transfer_guard = "allow"
   config.model = model_config(preset)
   config.data = default_data_config()
 

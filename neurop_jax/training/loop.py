@@ -363,26 +363,28 @@ def _train_stage(stage: _Stage, config: ml_collections.ConfigDict, workdir: Path
              disable=jax.process_index() != 0, dynamic_ncols=True)
   try:  # close the bar first, so that an error is the last line on the console
     while step < stage.num_steps and budget.left > 0:
-      k = int(min(chunk, stage.num_steps - step, budget.left))
-      batches = [next(stage.iterator) for _ in range(k)]
-      state, metrics = run(state, stage.device_batch(batches + batches[-1:] * (chunk - k)),
-                           train_rng, jax.device_put(np.int32(k), rep))
-      previous, step = step, step + k
-      budget.take(k)
-      pending.append((metrics, k))
-      bar.update(k)
-      if _due(step, previous, cfg.log_every) or step == stage.num_steps or budget.left <= 0:
-        # A record is written once the saves before it are whole, so the logs never run ahead of
-        # a checkpoint still being written: a save overlaps the steps up to the next record.
-        manager.wait_until_finished()
-        fetched = jax.device_get([metrics for metrics, _ in pending])
-        values = {name: float(np.mean(np.concatenate([m[name][:n] for m, (_, n) in
-                                                      zip(fetched, pending)])))
-                  for name in fetched[0]}
-        values["steps_per_s"] = (step - since[0]) / max(time.time() - since[1] - since[2], 1e-9)
-        logger.scalars(step, "train", values)
-        bar.set_postfix(loss=f"{values['loss']:.4f}")
-        pending, since = [], (step, time.time(), 0.0)
+      with jax.transfer_guard(config.transfer_guard):
+        k = int(min(chunk, stage.num_steps - step, budget.left))
+        batches = [next(stage.iterator) for _ in range(k)]
+        state, metrics = run(state, stage.device_batch(batches + batches[-1:] * (chunk - k)),
+                             train_rng, jax.device_put(np.int32(k), rep))
+        previous, step = step, step + k
+        budget.take(k)
+        pending.append((metrics, k))
+        bar.update(k)
+        if _due(step, previous, cfg.log_every) or step == stage.num_steps or budget.left <= 0:
+          # A record is written once the saves before it are whole, so the logs never run ahead
+          # of a checkpoint still being written: a save overlaps the steps up to the next record.
+          manager.wait_until_finished()
+          fetched = jax.device_get([metrics for metrics, _ in pending])
+          values = {name: float(np.mean(np.concatenate([m[name][:n] for m, (_, n) in
+                                                        zip(fetched, pending)])))
+                    for name in fetched[0]}
+          values["steps_per_s"] = (step - since[0]) / max(time.time() - since[1] - since[2],
+                                                          1e-9)
+          logger.scalars(step, "train", values)
+          bar.set_postfix(loss=f"{values['loss']:.4f}")
+          pending, since = [], (step, time.time(), 0.0)
       val_due = _due(step, previous, cfg.eval_every) or step == stage.num_steps
       if val_due or _due(step, previous, cfg.checkpoint_every) or budget.left <= 0:
         jax.block_until_ready(state)

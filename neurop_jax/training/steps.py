@@ -52,10 +52,16 @@ def to_device(batch: dict[str, np.ndarray], sharding: NamedSharding) -> Batch:
 
   Each process copies to its devices only the rows that ``sharding`` places there, so that a run
   of any number of processes computes on the same global batch (and the same row order) as one.
+  The copies are explicit (``jax.device_put`` of each device's rows), as
+  ``jax.transfer_guard('disallow')`` requires.
   """
+  def put(value: np.ndarray) -> jax.Array:
+    rows = sharding.addressable_devices_indices_map(value.shape)
+    shards = [jax.device_put(value[index], device) for device, index in rows.items()]
+    return jax.make_array_from_single_device_arrays(value.shape, sharding, shards)
+
   arrays = {k: np.asarray(v) for k, v in batch.items()}
-  return {k: jax.make_array_from_callback(v.shape, sharding, lambda index, v=v: v[index])
-          for k, v in arrays.items() if v.dtype.kind in "fiub"}
+  return {k: put(v) for k, v in arrays.items() if v.dtype.kind in "fiub"}
 
 
 def operator_step(state: TrainState, batch: Batch, rng: jax.Array, *, model: NeurOpDiff,
