@@ -21,7 +21,7 @@ from typing import Sequence
 
 from neurop_jax.errors import InputError
 from neurop_jax.io.rasters import parse_bands
-from neurop_jax.cli.upsampling import parse_size, upsample
+from neurop_jax.cli.upsampling import parse_size, request_stop, upsample
 from neurop_jax.models.config import PRESETS
 from neurop_jax.diffusion.samplers import SAMPLER_NAMES
 
@@ -74,7 +74,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _terminate(signum: int, frame) -> None:
   """SIGTERM (a scheduler's time limit, ``kill``) as an exit that unwinds: the partial output
-  being written is removed (``io.atomic``), as after Ctrl-C."""
+  being written is removed (``io.atomic``), as after Ctrl-C. Also recorded with
+  ``upsampling.request_stop``, so that the exit happens before the next region even if this one
+  is lost (raised inside a finaliser)."""
+  request_stop(signum)
   raise SystemExit(128 + signum)
 
 

@@ -181,6 +181,24 @@ def open_run(run: Run | None = None, workdir: str | None = None, checkpoint: str
                      "training run resumed in the workdir does so itself)") from err
 
 
+_STOPS: list[int] = []  # the signals received (``request_stop``), checked between output regions
+
+
+def request_stop(signum: int) -> None:
+  """Asks a running ``upsample`` to stop: it raises ``SystemExit(128 + signum)`` before its next
+  output region, which removes the partial output (``io.atomic``). A signal handler calls this
+  before raising the same exit itself: an exception raised by a handler is lost when the signal
+  lands in a finaliser (``__del__``), and the work would then run on to the end."""
+  _STOPS.append(signum)
+
+
+def _regions_until_stopped(regions):
+  for region in regions:
+    if _STOPS:
+      raise SystemExit(128 + _STOPS[0])
+    yield region
+
+
 def _write_raster(plan: Plan, regions, target: Path, std_target: Path | None, cog: bool) -> None:
   """Reads ``plan``'s raster, runs ``regions(lr)`` and writes the output (and the spread).
 
@@ -200,7 +218,7 @@ def _write_raster(plan: Plan, regions, target: Path, std_target: Path | None, co
         target, rasters.output_profile(info, plan.out_hw), cog))
     spread = None if std_target is None else stack.enter_context(
         rasters.RasterWriter(std_target, spread_profile, cog))
-    for origin, mean, std in regions(lr):
+    for origin, mean, std in _regions_until_stopped(regions(lr)):
       mask = (np.ones(mean.shape[:2], bool) if valid is None else
               nodata.upsample_mask(valid, origin, mean.shape[:2], plan.out_hw))
       out.write(origin, mapping.from_unit(mean, info.dtype), mask)
@@ -217,7 +235,7 @@ def _write_image(plan: Plan, regions, target: Path, std_target: Path | None) -> 
     raise InputError(str(err)) from err
   pixels = np.empty((*plan.out_hw, 3), np.uint8)
   levels = None if std_target is None else np.empty((*plan.out_hw, 3), np.uint8)
-  for (y0, x0), mean, std in regions(lr):
+  for (y0, x0), mean, std in _regions_until_stopped(regions(lr)):
     window = np.s_[y0:y0 + mean.shape[0], x0:x0 + mean.shape[1]]
     pixels[window] = to_uint8(mean)
     if levels is not None:
