@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 
 from bench_sampling import MIB, init_params
-from neurop_jax.diffusion.formulation import Formulation
 from neurop_jax.inference import api as inference
 from neurop_jax.inference.run import Run
 from neurop_jax.models import make_model, model_config
@@ -29,13 +28,9 @@ from record import write_record
 
 
 def temp_mib(run: Run, lr: jax.Array, samples: int, group: int) -> float:
-  """Temporary MiB of ``super_resolve``'s program for ``samples`` draws, ``group`` at a time."""
-  compiled = inference._super_resolve.lower(
-      run.model, run.params, lr, jax.random.key(0), jnp.float32(0), run.schedule,
-      out_shape=(4 * lr.shape[1], 4 * lr.shape[2]), sampler="ddim", timesteps=(999, 499),
-      formulation=Formulation(), strength=1.0, consistency=False, samples=samples,
-      group=group).compile()
-  return round(compiled.memory_analysis().temp_size_in_bytes / MIB, 1)
+  """Temporary MiB of ``super_resolve``'s x4 program: ``samples`` draws, ``group`` at a time."""
+  temp = inference.sampler_temp_bytes(run, lr, scale=4, samples=samples, group=group)
+  return round(temp / MIB, 1)
 
 
 def main() -> None:

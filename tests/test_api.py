@@ -141,25 +141,14 @@ def test_other_samplers_run_end_to_end(micro, lr01, sampler):
   assert max_abs_diff(first, run(1)) > 1e-3
 
 
-def _sampler_temp_bytes(run: Run, lr: jax.Array, samples: int, group: int) -> int:
-  """XLA's temporary memory for ``samples`` draws of ``lr`` at x4, ``group`` at a time."""
-  compiled = inference._super_resolve.lower(
-      run.model, run.params, lr, jax.random.key(0), jnp.float32(0), run.schedule,
-      out_shape=(4 * lr.shape[1], 4 * lr.shape[2]), sampler="ddim", timesteps=(999, 499),
-      formulation=Formulation(), strength=1.0, consistency=False, samples=samples,
-      group=group).compile()
-  return compiled.memory_analysis().temp_size_in_bytes
-
-
 def test_sample_memory_is_bounded_whatever_k(micro):
   """Draws run ``SAMPLE_GROUP`` at a time: 16 draws hold no more than 1.3 times the temporary
   memory of 4, where all 16 at once (``group=16``, the vmap of before) hold about 4 times."""
   run = Run(make_model(micro.cfg), micro.params)
   lr = jnp.zeros((1, 24, 24, 3), jnp.float32)
-  group = inference.SAMPLE_GROUP
-  four, sixteen = (_sampler_temp_bytes(run, lr, k, group) for k in (4, 16))
+  four, sixteen = (inference.sampler_temp_bytes(run, lr, scale=4, samples=k) for k in (4, 16))
   assert sixteen <= 1.3 * four, (sixteen, four)
-  assert _sampler_temp_bytes(run, lr, 16, 16) >= 2.5 * four
+  assert inference.sampler_temp_bytes(run, lr, scale=4, samples=16, group=16) >= 2.5 * four
 
 
 @pytest.mark.slow  # compiles K-sample programs: about 10 s

@@ -15,7 +15,7 @@ from PIL import Image
 from conftest import load_config, load_fixture, no_transfers_or_compiles
 from neurop_jax.evaluation import evaluate
 from neurop_jax.data import sample_data_path
-from neurop_jax.inference.api import draw_keys
+from neurop_jax.inference.api import image_key
 from neurop_jax.inference.run import Run
 from neurop_jax.models import make_model
 
@@ -147,7 +147,7 @@ def test_evaluating_images_of_one_size_copies_explicitly_and_compiles_once():
   lrs = hrs[:, :, ::4, ::4]
   sampling = run.sampling_for(sampler="ddim", steps=2)
   key = jax.random.key(0)
-  rngs = [draw_keys(key, None, index)[0] for index in range(3)]
+  rngs = [image_key(key, index) for index in range(3)]
   call = lambda i: evaluate.evaluate_image(run, lrs[i], hrs[i], 4.0, rngs[i],
                                            methods=["bicubic", "operator", "diffusion"],
                                            sampling=sampling, with_lpips=True)[1]

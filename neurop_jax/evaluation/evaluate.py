@@ -51,7 +51,7 @@ from neurop_jax.diffusion.samplers import SAMPLER_NAMES, SKIPS, Sampling
 from neurop_jax.errors import InputError
 from neurop_jax.evaluation.config import METHODS, default_evaluate_config
 from neurop_jax.evaluation.metrics import PROTOCOLS, bicubic, measure
-from neurop_jax.inference.api import draw_keys, prior_only, super_resolve
+from neurop_jax.inference.api import image_key, prior_only, super_resolve
 from neurop_jax.inference.run import Run, load_run
 from neurop_jax.io.atomic import atomic_path, write_text
 from neurop_jax.io.images import image_grid, write_image
@@ -275,7 +275,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     rows = []
     for index, batch in enumerate(eval_batches(source, config.data, scale, batch_size=1)):
       hr = batch["hr"]
-      outputs, metrics = evaluate_image(run, batch["lr"], hr, scale, draw_keys(key, None, index)[0],
+      outputs, metrics = evaluate_image(run, batch["lr"], hr, scale, image_key(key, index),
                                         methods=methods, sampling=sampling,
                                         with_lpips=settings.lpips)
       for method in methods:

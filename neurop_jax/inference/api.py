@@ -226,7 +226,11 @@ def sample_given_prior(model: NeurOpDiff, params: dict, prior: jax.Array, x_T: j
 
 def image_key(rng: jax.Array, index: int | jax.Array) -> jax.Array:
   """The key of image ``index`` of a batch: ``fold_in(rng, index)``. Every entry point draws an
-  image's noise from its key alone, so an image gives the same output untiled or tiled."""
+  image's noise from its key alone, so an image gives the same output untiled or tiled. A Python
+  ``index`` is copied to the device explicitly (it may be called outside jit, under a transfer
+  guard)."""
+  if isinstance(index, (int, np.integer)):
+    index = jax.device_put(np.uint32(index))
   return jax.random.fold_in(rng, index)
 
 
@@ -308,6 +312,19 @@ def map_draws(draw: Callable[[jax.Array], jax.Array], keys: jax.Array,
   return jax.lax.map(draw, keys, batch_size=min(group, keys.shape[0]))
 
 
+def sampler_temp_bytes(run: Run, lr: jax.Array, *, scale: int, samples: int,
+                       group: int = SAMPLE_GROUP) -> int:
+  """XLA's temporary memory (bytes, this backend's memory analysis) of the program that draws
+  ``samples`` samples of ``lr`` ``(B, h, w, C)`` at integer ``scale``, ``group`` draws at a time,
+  by a 2-step DDIM (a scan's memory does not grow with its length). Compiled, not run."""
+  compiled = _super_resolve.lower(
+      run.model, run.params, lr, jax.random.key(0), jnp.float32(0), run.schedule,
+      out_shape=(scale * lr.shape[1], scale * lr.shape[2]), sampler="ddim", timesteps=(999, 499),
+      formulation=Formulation(), strength=1.0, consistency=False, samples=samples,
+      group=group).compile()
+  return int(compiled.memory_analysis().temp_size_in_bytes)
+
+
 @functools.partial(jax.jit, static_argnames=("model", "out_shape", "consistency"))
 def _prior_only(model: NeurOpDiff, params: dict, lr: jax.Array, *, out_shape: tuple[int, int],
                 consistency: bool) -> jax.Array:
@@ -332,8 +349,6 @@ def draw_keys(rng: jax.Array, samples: int | None, index: int | jax.Array = 0) -
   the same call with ``rng=split(rng, samples)[d]``.
   """
   rng = _typed_key(rng)
-  if isinstance(index, (int, np.integer)):
-    index = jax.device_put(np.uint32(index))  # an explicit copy, when called outside jit
   keys = rng[None] if samples is None else jax.random.split(rng, samples)
   return jax.vmap(lambda key: image_key(key, index))(keys)
 
