@@ -16,8 +16,8 @@ from neurop_jax.diffusion.samplers import Sampling
 from neurop_jax.inference import tiles as tiling
 from neurop_jax.inference.api import prior_only, sample_image, super_resolve
 from neurop_jax.inference.run import Run, paper_schedule
-from neurop_jax.inference.tiled import (encoder_radius, prior_only_tiled, sample_strips,
-                                        super_resolve_tiled)
+from neurop_jax.inference.tiled import (TiledOperator, encoder_radius, prior_only_tiled,
+                                        sample_strips, super_resolve_tiled)
 from neurop_jax.io.images import to_uint8
 from neurop_jax.models import make_model
 
@@ -94,14 +94,50 @@ def test_tiled_sample_pointwise_equals_untiled(formulation, sampling):
   and DDIM with eta > 0, every step's noise come from the same position field in every tile."""
   prior = np.random.default_rng(1).uniform(-1, 1, (70, 90, 3)).astype(np.float32)
   key, params = jax.random.key(5), jnp.float32(0.3)
-  region = lambda o, shape: prior[o[0]:o[0] + shape[0], o[1]:o[1] + shape[1]]
-  strips = sample_strips(PointwiseDenoiser(), params, region, prior.shape[:2], keys=key[None],
-                         schedule=paper_schedule(), sampling=sampling, formulation=formulation,
-                         tile=32, overlap=8, progress=False)
-  tiled = np.concatenate([strip[0] for _, strip in strips], axis=0)
+  tiled = _pointwise_tiled(prior, key, params, sampling, formulation)
   whole = _whole(PointwiseDenoiser(), params, prior, key, sampling, formulation)
   assert max_abs_diff(tiled, whole) < 1e-5
   assert np.std(whole) > 0.05  # an image, not a constant
+
+
+def _pointwise_tiled(prior, key, params, sampling, formulation, tile_batch=1):
+  """``sample_strips`` of ``PointwiseDenoiser`` over ``prior`` ``(H, W, C)``, 32-pixel tiles
+  overlapping by 8, gathered: ``(H, W, C)``."""
+  regions = lambda origins, shape: jnp.stack([prior[y:y + shape[0], x:x + shape[1]]
+                                              for y, x in origins])
+  strips = sample_strips(PointwiseDenoiser(), params, regions, prior.shape[:2], keys=key[None],
+                         schedule=paper_schedule(), sampling=sampling, formulation=formulation,
+                         tile=32, overlap=8, tile_batch=tile_batch, progress=False)
+  return np.concatenate([strip[0] for _, strip in strips], axis=0)
+
+
+def test_tiles_in_batches_equal_tiles_one_at_a_time():
+  """Batches of 2 diffusion tiles (3 per tile row: the last batch padded) blend into what tiles one
+  at a time give; the operator in batches of 5 of its 12 tiles, with the encoder's feature map
+  kept, equals its tiles one at a time, each encoding its own window."""
+  prior = np.random.default_rng(1).uniform(-1, 1, (70, 90, 3)).astype(np.float32)
+  args = (prior, jax.random.key(5), jnp.float32(0.3), Sampling("ddpm", 3), Formulation())
+  assert max_abs_diff(_pointwise_tiled(*args, tile_batch=2), _pointwise_tiled(*args)) < 1e-6
+  fx = load_fixture("micro")
+  operator, lr = make_model(fx.cfg).operator, _lr()
+  kept = TiledOperator(operator, fx.operator_params, lr, OUT_HW, TILE, 5, progress=False)
+  alone = TiledOperator(operator, fx.operator_params, lr, OUT_HW, TILE, 1, feature_cache_mib=0,
+                        progress=False)
+  assert kept.feature_map is not None and alone.feature_map is None
+  assert len(kept.rows) * len(kept.cols) == 12
+  for (origin, a), (same, b) in zip(kept.regions(), alone.regions(), strict=True):
+    assert origin == same and max_abs_diff(a, b) < 1e-6
+
+
+def test_the_feature_map_is_the_encoder_on_the_whole_input():
+  """Encoded in 8 x 8 LR tiles, each with its halo (the last ones moved inwards), the feature map
+  equals the encoder run on the whole input."""
+  fx = load_fixture("micro")
+  operator, lr = make_model(fx.cfg).operator, _lr()
+  tiled = TiledOperator(operator, fx.operator_params, lr, OUT_HW, TILE, progress=False)
+  whole = operator.apply(fx.operator_params, jnp.asarray(lr)[None] * 2 - 1,
+                         method=operator.encode)
+  assert max_abs_diff(tiled._encode(lr_tile=8), whole) < 1e-5
 
 
 @pytest.mark.slow  # compiles a sampler twice: about 10 s each
@@ -115,7 +151,7 @@ def test_one_tile_is_the_untiled_call(sampler, samples):
   tiled = super_resolve_tiled(run, lr, tile=64, progress=False, **options)
   whole = super_resolve(run, lr, **options)
   for a, b in zip(*(((x,) if samples is None else x) for x in (tiled, whole))):
-    assert max_abs_diff(a, b) < 1e-4  # the tiled prior sums k^T v in float64
+    assert max_abs_diff(a, b) < 1e-4  # the tiled prior sums k^T v tile by tile
 
 
 @pytest.mark.slow  # compiles the tiled and untiled samplers: about 10 s
@@ -154,17 +190,18 @@ def test_bfloat16_tiled_operator_equals_untiled():
 @pytest.mark.parametrize("diffusion", [False, True], ids=["prior", "diffusion"])
 def test_tiles_copy_explicitly_and_compile_once(diffusion):
   """After a warm-up call, the tiled path over 9 tiles (3 x 3 of 32, 8x8 -> 64x64) copies only
-  explicitly (each tile's inputs to the device, its result back) and compiles nothing, with
-  consistency and K samples too, and gives the warm-up's result."""
+  explicitly (each batch of tiles' inputs to the device, the results back once per tile row or
+  batch) and compiles nothing, with consistency and K samples too, tiles in batches of 2 (the
+  last one of each row padded) or 4 (the last one padded), and gives the warm-up's result."""
   fx = load_fixture("micro")
   run = Run(make_model(fx.cfg), jax.device_put(fx.params))
   lr, rng = _lr((8, 8))[None], jax.random.key(0)
   if diffusion:
     call = lambda: super_resolve_tiled(run, lr, scale=8, rng=rng, sampler="ddim",
                                        steps=2, eta=0.5, samples=2, consistency=True, tile=32,
-                                       overlap=8, progress=False)
+                                       overlap=8, tile_batch=2, progress=False)
   else:
-    call = lambda: prior_only_tiled(run, lr, scale=8, tile=32, progress=False)
+    call = lambda: prior_only_tiled(run, lr, scale=8, tile=32, tile_batch=4, progress=False)
   first = call()
   with no_transfers_or_compiles():
     again = call()

@@ -174,6 +174,7 @@ def test_damaged_workdir_checkpoint_is_one_line(tmp_path, png, trained_workdir, 
     ("four bands for three", r"has 4 bands and the model reads 3: choose them with --bands"),
     ("bad value mapping", r"cannot read '0-10000' as LOW:HIGH"),
     ("samples with prior only", r"--samples 2: .* without --prior-only"),
+    ("no tiles per batch", r"--tile_batch must be a positive number of tiles, got 0"),
 ])
 def test_bad_input_is_a_message_and_writes_nothing(case, message, tmp_path, png, checkpoints,
                                                    capsys):
@@ -228,6 +229,8 @@ def test_bad_input_is_a_message_and_writes_nothing(case, message, tmp_path, png,
     extra = ["--values", "0:10000"]
   elif case == "samples with prior only":
     extra = ["--samples", "2", "--prior-only"]
+  elif case == "no tiles per batch":
+    extra = ["--tile_batch", "0"]
   if case == "missing workdir":
     status = main([str(png), "--scale", "2", "--out", str(out), "--workdir", str(tmp_path / "run")])
     err = capsys.readouterr().err

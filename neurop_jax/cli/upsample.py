@@ -69,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise")
   parser.add_argument("--tile", type=int, default=256, help="tile side in output pixels")
   parser.add_argument("--overlap", type=int, default=32, help="overlap of diffusion tiles")
+  parser.add_argument("--tile_batch", type=int, default=1,
+                      help="tiles per program (memory grows with it; GPUs want several)")
   return parser
 
 
@@ -94,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                        sampler=args.sampler, steps=args.steps, strength=args.strength,
                        consistency=args.consistency, samples=args.samples,
                        bands=parse_bands(args.bands), values=args.values, cog=args.cog,
-                       seed=args.seed, tile=args.tile, overlap=args.overlap)
+                       seed=args.seed, tile=args.tile, overlap=args.overlap,
+                       tile_batch=args.tile_batch)
   except InputError as err:
     print(f"error: {err}", file=sys.stderr)
     return 1

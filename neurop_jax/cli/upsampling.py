@@ -252,7 +252,7 @@ def upsample(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
              steps: int | None = None, skip: str | None = None, strength: float | None = None,
              consistency: bool | None = None, samples: int | None = None,
              bands: Sequence[int] | None = None, values: str | None = None, cog: bool = True,
-             seed: int = 0, tile: int = 256, overlap: int = 32,
+             seed: int = 0, tile: int = 256, overlap: int = 32, tile_batch: int = 1,
              progress: bool = True) -> list[Path]:
   """Super-resolves image files into ``out_dir``; returns the paths written.
 
@@ -279,6 +279,7 @@ def upsample(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
     cog: write TIFF outputs as Cloud-Optimized GeoTIFFs (else tiled GeoTIFFs).
     seed: seed of the diffusion noise; file ``i`` uses the key ``fold_in(key(seed), i)``.
     tile, overlap: output tile side and diffusion-tile overlap, in pixels.
+    tile_batch: tiles per program (memory grows with it; accelerators want several).
     progress: show tqdm bars.
 
   Raises:
@@ -291,6 +292,8 @@ def upsample(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
   if tile < MIN_SIDE or not 0 <= overlap < tile:
     raise InputError(f"need --tile >= {MIN_SIDE} and 0 <= --overlap < --tile, got {tile}, "
                      f"{overlap}")
+  if tile_batch < 1:
+    raise InputError(f"--tile_batch must be a positive number of tiles, got {tile_batch}")
   if strength is not None and not (math.isfinite(strength) and 0 <= strength <= 1):
     raise InputError(f"--strength must be in [0, 1], got {strength:g}")
   out_dir = Path(out_dir)
@@ -325,7 +328,7 @@ def upsample(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
         run, lr, plan.out_hw, prior_only=prior_only, rng=jax.random.fold_in(key, index),
         sampler=sampling.sampler, steps=sampling.steps, skip=sampling.skip, eta=sampling.eta,
         strength=sampling.strength, consistency=sampling.consistency, samples=samples, tile=tile,
-        overlap=overlap, progress=progress)
+        overlap=overlap, tile_batch=tile_batch, progress=progress)
     std_target = None if samples is None else output_path(plan.path, out_dir, scale, size, "_std")
     if plan.raster is not None:
       _write_raster(plan, regions, target, std_target, cog)
