@@ -127,6 +127,14 @@ def test_tiles_in_batches_equal_tiles_one_at_a_time():
   assert len(kept.rows) * len(kept.cols) == 12
   for (origin, a), (same, b) in zip(kept.regions(), alone.regions(), strict=True):
     assert origin == same and max_abs_diff(a, b) < 1e-6
+  # more regions than the operator's batch (a row of overlapping diffusion tiles): one program
+  wide = TiledOperator(operator, fx.operator_params, lr, OUT_HW, TILE, 20, progress=False)
+  assert wide.tile_batch == 12
+  origins = [(0, x) for x in range(0, 14 * 4, 4)]
+  rendered = wide.render(origins, (TILE, TILE), wide.kv_sums())
+  assert rendered.shape == (14, TILE, TILE, 3)
+  one = alone.render(origins[3:4], (TILE, TILE), alone.kv_sums())[0]
+  assert max_abs_diff(rendered[3], one) < 1e-6
 
 
 def test_the_feature_map_is_the_encoder_on_the_whole_input():

@@ -178,7 +178,7 @@ class TiledOperator:
     self.radius = encoder_radius(operator)
     self.rows = tiles.axis_tiles(self.out_hw[0], tile)
     self.cols = tiles.axis_tiles(self.out_hw[1], tile)
-    self.tile_batch = tile_batch
+    self.tile_batch = min(tile_batch, len(self.rows) * len(self.cols))  # no batch of padding only
     self.progress = progress
     itemsize = jnp.dtype(operator.dtype).itemsize
     map_mib = self.lr_hw[0] * self.lr_hw[1] * _encoder(operator).features * itemsize / 2**20
@@ -223,9 +223,9 @@ class TiledOperator:
 
   def _run(self, stage: int, origins: list[tuple[int, int]], shape: tuple[int, int],
            masks: np.ndarray, kvs: tuple[jax.Array, ...]) -> jax.Array:
-    """``_tile_pass`` on the tiles at ``origins`` (at most ``tile_batch``; the batch is padded
-    with the last tile, its mask zero) with ``masks`` ``(len(origins), 1, th, tw)``."""
-    pad = self.tile_batch - len(origins)
+    """``_tile_pass`` on the tiles at ``origins`` with ``masks`` ``(len(origins), 1, th, tw)``,
+    in one batch of ``tile_batch`` tiles or more (padded with the last tile, its mask zero)."""
+    pad = max(self.tile_batch - len(origins), 0)
     origins = list(origins) + [origins[-1]] * pad
     masks = np.concatenate([masks, np.zeros((pad, *masks.shape[1:]), np.float32)])
     windows = [self._lr_window(origin, shape) for origin in origins]
@@ -267,7 +267,7 @@ class TiledOperator:
 
   def render(self, origins: list[tuple[int, int]], shape: tuple[int, int],
              kvs: tuple[jax.Array, ...]) -> jax.Array:
-    """The output on the regions at ``origins`` (at most ``tile_batch``) of ``shape``, given
+    """The output on the regions at ``origins`` (one program for them all) of ``shape``, given
     ``kv_sums()``: ``(len(origins), h, w, C)`` on the device, [-1, 1] scale, not clipped. One
     compile per region shape."""
     masks = np.ones((len(origins), 1, *shape), np.float32)
@@ -373,6 +373,7 @@ def sample_strips(denoise: DenoiseFn, params: Any, prior: PriorFn, out_hw: tuple
   cols = tiles.axis_tiles(out_hw[1], tile, overlap)
   shape = (rows.tile, cols.tile)
   row_w, col_w = tiles.blend_weights(rows, overlap), tiles.blend_weights(cols, overlap)
+  tile_batch = min(tile_batch, len(cols))  # a batch holds tiles of one tile row
   timesteps = sampling.timesteps(schedule)
   options = dict(sampler=sampling.solver, timesteps=timesteps, formulation=formulation,
                  strength=float(sampling.strength))
